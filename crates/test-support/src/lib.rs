@@ -1,0 +1,241 @@
+//! Helpers shared by every crate's integration tests.
+//!
+//! The backend comes from `RELEASE_PILOT_TEST_BACKEND`: `embedded` (default: SQLite files in a
+//! temporary directory and the in-process bus) or `distributed` (PostgreSQL and NATS JetStream at
+//! `RP_TEST_DATABASE_URL` / `RP_TEST_NATS_URL`, defaulting to the local servers). Each
+//! [`TestEnv`] is isolated: its own SQLite directory, or its own PostgreSQL schemas, JetStream
+//! stream and subject prefix. CI runs the whole suite once per backend.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Once,
+    time::{Duration, Instant},
+};
+
+use rp_config::Config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Distributed,
+}
+
+/// The backend this test run targets. An unknown value is a configuration error, not a skip.
+pub fn backend() -> Backend {
+    match std::env::var("RELEASE_PILOT_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => Backend::Embedded,
+        Ok("distributed") => Backend::Distributed,
+        Ok(other) => {
+            panic!("RELEASE_PILOT_TEST_BACKEND must be embedded or distributed, not {other:?}")
+        }
+    }
+}
+
+pub fn database_url() -> String {
+    std::env::var("RP_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("RP_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Logs go to the test output only when `TEST_LOG` is set.
+pub fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let filter = std::env::var("TEST_LOG")
+                .ok()
+                .filter(|v| v.contains('=') || v.contains(','));
+            let filter = filter.unwrap_or_else(|| "info,sqlx=warn,sea_orm=warn,h2=warn".into());
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// An isolated configuration for one test.
+pub struct TestEnv {
+    pub config: Config,
+    /// Unique id of this environment (schema prefix, stream and subject suffix).
+    pub id: String,
+    pub backend: Backend,
+    dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        Self::with_env(&[])
+    }
+
+    /// Like [`TestEnv::new`], with extra `RP_…` settings applied on top.
+    pub fn with_env(extra: &[(&str, &str)]) -> Self {
+        init_logging();
+        let backend = backend();
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut vars: HashMap<String, String> = HashMap::new();
+        let mut set = |k: &str, v: &str| {
+            vars.insert(k.to_owned(), v.to_owned());
+        };
+        set("RP_DATA_DIR", &dir.path().display().to_string());
+        // Every listener on an ephemeral port so tests run in parallel.
+        for key in [
+            "RP_GATEWAY__HTTP_ADDR",
+            "RP_GATEWAY__ADMIN_ADDR",
+            "RP_AUTH__GRPC_ADDR",
+            "RP_AUTH__ADMIN_ADDR",
+            "RP_RELEASE__GRPC_ADDR",
+            "RP_RELEASE__ADMIN_ADDR",
+            "RP_ROLLBACK__GRPC_ADDR",
+            "RP_ROLLBACK__ADMIN_ADDR",
+            "RP_NOTIFIER__GRPC_ADDR",
+            "RP_NOTIFIER__ADMIN_ADDR",
+        ] {
+            set(key, "127.0.0.1:0");
+        }
+        // Small pools: many tests share one PostgreSQL server.
+        set("RP_DATABASE__MIN_CONNECTIONS", "1");
+        set("RP_DATABASE__MAX_CONNECTIONS", "5");
+        set("RP_OUTBOX__POLL_INTERVAL_MS", "200");
+        set("RP_SHUTDOWN__GRACE_PERIOD_SECS", "5");
+        if backend == Backend::Distributed {
+            set("RP_DATABASE__URL", &database_url());
+            set("RP_DATABASE__SCHEMA_PREFIX", &format!("t{id}_"));
+            set("RP_NATS__URL", &nats_url());
+            set("RP_NATS__STREAM", &format!("RPT_{id}"));
+            set("RP_NATS__SUBJECT_PREFIX", &format!("t{id}."));
+            set("RP_NATS__MAX_AGE_HOURS", "1");
+        }
+        for (key, value) in extra {
+            set(key, value);
+        }
+        let config = Config::load(None, &vars).expect("test configuration is valid");
+        Self {
+            config,
+            id,
+            backend,
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (for servers that cannot bind port 0 themselves).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A private nats-server with JetStream, for tests that stop and restart the bus.
+pub struct NatsServer {
+    pub port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts `nats-server` (from PATH or /usr/sbin) on a free port; panics when it is missing.
+    pub async fn start(store: &Path) -> Self {
+        let mut server = Self {
+            port: free_port(),
+            store: store.to_owned(),
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        let binary = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("nats-server");
+        let child = Command::new(binary)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nats-server ({binary}): {e}; install it (see TOOLS.md)")
+            });
+        self.child = Some(child);
+        let port = self.port;
+        eventually(
+            Duration::from_secs(10),
+            "nats-server to listen",
+            || async move {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
