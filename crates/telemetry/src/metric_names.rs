@@ -11,7 +11,6 @@ pub const EVENTS_PUBLISHED_TOTAL: &str = "rp_events_published_total";
 pub const EVENTS_CONSUMED_TOTAL: &str = "rp_events_consumed_total";
 pub const OUTBOX_PENDING: &str = "rp_outbox_pending";
 pub const RATE_LIMITED_TOTAL: &str = "rp_http_rate_limited_total";
-pub const LOGIN_ATTEMPTS_TOTAL: &str = "rp_auth_login_attempts_total";
 
 pub(crate) fn describe_all() {
     describe_counter!(
@@ -52,5 +51,4 @@ pub(crate) fn describe_all() {
         RATE_LIMITED_TOTAL,
         "Requests refused by the gateway rate limiter, by key kind"
     );
-    describe_counter!(LOGIN_ATTEMPTS_TOTAL, "Login attempts, by result");
 }

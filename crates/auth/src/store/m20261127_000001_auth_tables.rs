@@ -1,0 +1,122 @@
+use sea_orm_migration::{prelude::*, schema::*};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table("users")
+                    .if_not_exists()
+                    .col(uuid("id").primary_key())
+                    .col(string_uniq("email"))
+                    .col(string("display_name"))
+                    .col(text("password_hash"))
+                    .col(string("roles"))
+                    .col(boolean("disabled").default(false))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("refresh_tokens")
+                    .if_not_exists()
+                    .col(uuid("id").primary_key())
+                    .col(uuid("family_id"))
+                    .col(uuid("user_id"))
+                    .col(string_uniq("token_hash"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone("expires_at"))
+                    .col(timestamp_with_time_zone_null("used_at"))
+                    .col(timestamp_with_time_zone_null("revoked_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("refresh_tokens_family")
+                    .table("refresh_tokens")
+                    .col("family_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("refresh_tokens_user")
+                    .table("refresh_tokens")
+                    .col("user_id")
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("api_tokens")
+                    .if_not_exists()
+                    .col(uuid("id").primary_key())
+                    .col(string("name"))
+                    .col(string("prefix"))
+                    .col(string_uniq("token_hash"))
+                    .col(string("roles"))
+                    .col(uuid("owner_id"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone_null("expires_at"))
+                    .col(timestamp_with_time_zone_null("last_used_at"))
+                    .col(timestamp_with_time_zone_null("revoked_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("signing_keys")
+                    .if_not_exists()
+                    .col(string("kid").primary_key())
+                    .col(string("algorithm"))
+                    .col(text("private_key"))
+                    .col(string("public_key"))
+                    .col(timestamp_with_time_zone("created_at"))
+                    .col(timestamp_with_time_zone_null("retired_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table("login_attempts")
+                    .if_not_exists()
+                    .col(uuid("id").primary_key())
+                    .col(string("email"))
+                    .col(string("client_ip"))
+                    .col(boolean("success"))
+                    .col(timestamp_with_time_zone("at"))
+                    .to_owned(),
+            )
+            .await?;
+        for (name, column) in [("login_attempts_email", "email"), ("login_attempts_ip", "client_ip")] {
+            manager
+                .create_index(
+                    Index::create().name(name).table("login_attempts").col(column).col("at").if_not_exists().to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["login_attempts", "signing_keys", "api_tokens", "refresh_tokens", "users"] {
+            manager.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
+        }
+        Ok(())
+    }
+}

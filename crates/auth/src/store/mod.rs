@@ -1,0 +1,20 @@
+//! The auth schema: sea-orm entities (one file per table) and migrations.
+
+pub mod api_tokens;
+pub mod login_attempts;
+pub mod refresh_tokens;
+pub mod signing_keys;
+pub mod users;
+
+mod m20261127_000001_auth_tables;
+
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(rp_events::outbox::migration::Migration), Box::new(m20261127_000001_auth_tables::Migration)]
+    }
+}

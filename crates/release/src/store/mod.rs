@@ -1,0 +1,17 @@
+//! The release schema: sea-orm entities (one file per table) and migrations.
+
+pub mod apps;
+pub mod idempotency_keys;
+
+mod m20261127_000001_apps;
+
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(rp_events::outbox::migration::Migration), Box::new(m20261127_000001_apps::Migration)]
+    }
+}
