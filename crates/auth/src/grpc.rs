@@ -38,7 +38,9 @@ impl AuthGrpc {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<IpAddr>().ok());
         match (peer, forwarded) {
-            (Some(peer), Some(client)) if self.trusted_proxies.iter().any(|net| net.contains(&peer)) => client.to_string(),
+            (Some(peer), Some(client)) if self.trusted_proxies.iter().any(|net| net.contains(&peer)) => {
+                client.to_string()
+            }
             (Some(peer), _) => peer.to_string(),
             (None, _) => "unknown".into(),
         }
@@ -71,7 +73,11 @@ fn api_token_to_pb(token: &ApiToken) -> pb::ApiToken {
         id: token.id.to_string(),
         name: token.name.clone(),
         prefix: token.prefix.clone(),
-        roles: Role::parse_list(&token.roles).unwrap_or_default().iter().map(|r| r.to_proto() as i32).collect(),
+        roles: Role::parse_list(&token.roles)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.to_proto() as i32)
+            .collect(),
         owner_id: token.owner_id.to_string(),
         created_at: Some(ts(token.created_at)),
         expires_at: token.expires_at.map(ts),
@@ -107,12 +113,18 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(token_pair(pair)))
     }
 
-    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
         self.core.logout(&request.into_inner().refresh_token).await?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
-    async fn get_jwks(&self, _: Request<pb::GetJwksRequest>) -> Result<Response<pb::GetJwksResponse>, Status> {
+    async fn get_jwks(
+        &self,
+        _: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
         let set = self.core.jwks().await?;
         let jwks_json = serde_json::to_string(&set).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::GetJwksResponse { jwks_json }))
@@ -148,11 +160,15 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(user))
     }
 
-    async fn create_user(&self, request: Request<pb::CreateUserRequest>) -> Result<Response<pb::User>, Status> {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let actor = self.admin(&request).await?;
         let body = request.into_inner();
         let roles = roles_from_pb(&body.roles)?;
-        let user = self.core.create_user(&actor, &body.email, &body.display_name, &body.password, roles).await?;
+        let user =
+            self.core.create_user(&actor, &body.email, &body.display_name, &body.password, roles).await?;
         Ok(Response::new(user_to_pb(&user)))
     }
 
@@ -165,7 +181,10 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(user_to_pb(&self.core.get_user(&id).await?)))
     }
 
-    async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> Result<Response<pb::ListUsersResponse>, Status> {
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
         self.admin(&request).await?;
         let body = request.into_inner();
         let after = match body.page_token.as_str() {
@@ -182,7 +201,10 @@ impl AuthService for AuthGrpc {
         }))
     }
 
-    async fn update_user(&self, request: Request<pb::UpdateUserRequest>) -> Result<Response<pb::User>, Status> {
+    async fn update_user(
+        &self,
+        request: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let actor = self.admin(&request).await?;
         let body = request.into_inner();
         let roles = match &body.roles {
@@ -230,7 +252,10 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(pb::ListApiTokensResponse { tokens: tokens.iter().map(api_token_to_pb).collect() }))
     }
 
-    async fn revoke_api_token(&self, request: Request<pb::RevokeApiTokenRequest>) -> Result<Response<pb::ApiToken>, Status> {
+    async fn revoke_api_token(
+        &self,
+        request: Request<pb::RevokeApiTokenRequest>,
+    ) -> Result<Response<pb::ApiToken>, Status> {
         let actor = self.caller(&request).await?;
         let token = self.core.revoke_api_token(&actor, &request.into_inner().id).await?;
         Ok(Response::new(api_token_to_pb(&token)))

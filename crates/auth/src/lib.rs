@@ -57,8 +57,12 @@ pub async fn start(
     core.ensure_signing_key().await?;
     announce_bootstrap_admin(core.bootstrap_admin().await?);
 
-    let authn = Authenticator::new(Arc::new(LocalKeySource(core.clone())), config.identity.clone());
-    let grpc = grpc::AuthGrpc { core: core.clone(), authn, trusted_proxies: config.gateway.trusted_proxies.clone() };
+    // Auth reads its own tables: no API-token cache, so a revocation takes effect at once here.
+    let mut identity = config.identity.clone();
+    identity.api_token_cache_secs = 0;
+    let authn = Authenticator::new(Arc::new(LocalKeySource(core.clone())), identity);
+    let grpc =
+        grpc::AuthGrpc { core: core.clone(), authn, trusted_proxies: config.gateway.trusted_proxies.clone() };
     let routes = tonic::service::Routes::new(AuthServiceServer::new(grpc));
 
     let maintenance = tokio::spawn(async move {

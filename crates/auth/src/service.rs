@@ -98,7 +98,11 @@ impl AuthCore {
         metrics::counter!(names::LOGIN_ATTEMPTS_TOTAL, "result" => "success").increment(1);
         let refresh_token = self.insert_refresh_token(&self.db.conn, user.id, Uuid::now_v7()).await?;
         let access_token = self.issue_access_token(&user, ACCESS_TOKEN_KIND_USER, &user_roles(&user)).await?;
-        Ok(TokenPair { access_token, refresh_token, expires_in: self.config.auth.access_token_ttl_secs as i64 })
+        Ok(TokenPair {
+            access_token,
+            refresh_token,
+            expires_in: self.config.auth.access_token_ttl_secs as i64,
+        })
     }
 
     async fn check_throttle(&self, email: &str, client_ip: &str) -> Result<()> {
@@ -117,8 +121,20 @@ impl AuthCore {
             .map(|a| a.at);
         let account_since = last_success.map_or(since, |at| at.max(since));
         let checks = [
-            (login_attempts::Column::Email, email, account_since, throttle.max_failures_per_account, "this account"),
-            (login_attempts::Column::ClientIp, client_ip, since, throttle.max_failures_per_ip, "your address"),
+            (
+                login_attempts::Column::Email,
+                email,
+                account_since,
+                throttle.max_failures_per_account,
+                "this account",
+            ),
+            (
+                login_attempts::Column::ClientIp,
+                client_ip,
+                since,
+                throttle.max_failures_per_ip,
+                "your address",
+            ),
         ];
         for (column, value, since, limit, whom) in checks {
             let failures = login_attempts::Entity::find()
@@ -135,9 +151,7 @@ impl AuthCore {
                 let retry_after = (frees_at - now).num_seconds().max(1) as u64;
                 metrics::counter!(names::LOGIN_ATTEMPTS_TOTAL, "result" => "throttled").increment(1);
                 return Err(E::Throttled {
-                    message: format!(
-                        "too many failed logins for {whom}; try again in {retry_after} seconds"
-                    ),
+                    message: format!("too many failed logins for {whom}; try again in {retry_after} seconds"),
                     retry_after_secs: retry_after,
                 });
             }
@@ -158,7 +172,12 @@ impl AuthCore {
         Ok(())
     }
 
-    async fn insert_refresh_token<C: ConnectionTrait>(&self, conn: &C, user_id: Uuid, family_id: Uuid) -> Result<String> {
+    async fn insert_refresh_token<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        user_id: Uuid,
+        family_id: Uuid,
+    ) -> Result<String> {
         let token = secrets::random_secret();
         let now = Utc::now();
         refresh_tokens::ActiveModel {
@@ -215,7 +234,9 @@ impl AuthCore {
             txn.commit().await?;
             self.outbox.wake();
             tracing::warn!(user_id = %stored.user_id, client_ip, "refresh token reuse detected; family revoked");
-            return Err(E::Unauthenticated("refresh token was already used; all sessions of this login are revoked".into()));
+            return Err(E::Unauthenticated(
+                "refresh token was already used; all sessions of this login are revoked".into(),
+            ));
         }
         let user = users::Entity::find_by_id(stored.user_id).one(&txn).await?.ok_or_else(invalid)?;
         if user.disabled {
@@ -225,7 +246,11 @@ impl AuthCore {
         let refresh_token = self.insert_refresh_token(&txn, user.id, stored.family_id).await?;
         txn.commit().await?;
         let access_token = self.issue_access_token(&user, ACCESS_TOKEN_KIND_USER, &user_roles(&user)).await?;
-        Ok(TokenPair { access_token, refresh_token, expires_in: self.config.auth.access_token_ttl_secs as i64 })
+        Ok(TokenPair {
+            access_token,
+            refresh_token,
+            expires_in: self.config.auth.access_token_ttl_secs as i64,
+        })
     }
 
     async fn revoke_family<C: ConnectionTrait>(&self, conn: &C, family_id: Uuid) -> Result<()> {
@@ -280,7 +305,8 @@ impl AuthCore {
         }
         let current = self.current_key().await?.ok_or_else(|| E::Internal("no signing key".into()))?;
         let key = keys::encoding_key(&current.private_key).map_err(E::Internal)?;
-        *self.signer.write().await = Some(Signer { kid: current.kid.clone(), key: key.clone(), loaded: Instant::now() });
+        *self.signer.write().await =
+            Some(Signer { kid: current.kid.clone(), key: key.clone(), loaded: Instant::now() });
         Ok((current.kid, key))
     }
 
@@ -409,7 +435,8 @@ impl AuthCore {
         if stored.revoked_at.is_some() || stored.expires_at.is_some_and(|at| at <= now) {
             return Err(invalid());
         }
-        let owner = users::Entity::find_by_id(stored.owner_id).one(&self.db.conn).await?.ok_or_else(invalid)?;
+        let owner =
+            users::Entity::find_by_id(stored.owner_id).one(&self.db.conn).await?.ok_or_else(invalid)?;
         if owner.disabled {
             return Err(invalid());
         }
@@ -538,7 +565,10 @@ impl AuthCore {
 
     pub async fn get_user(&self, id: &str) -> Result<User> {
         let id = parse_id(id)?;
-        users::Entity::find_by_id(id).one(&self.db.conn).await?.ok_or_else(|| E::NotFound(format!("user {id} not found")))
+        users::Entity::find_by_id(id)
+            .one(&self.db.conn)
+            .await?
+            .ok_or_else(|| E::NotFound(format!("user {id} not found")))
     }
 
     pub async fn list_users(&self, page_size: u64, after: Option<Uuid>) -> Result<(Vec<User>, Option<Uuid>)> {
@@ -629,11 +659,18 @@ impl AuthCore {
         disabled: Option<bool>,
     ) -> Result<User> {
         let id = parse_id(id)?;
-        if actor.subject == id.to_string() && (disabled == Some(true) || roles.as_ref().is_some_and(|r| !r.contains(&Role::Admin))) {
-            return Err(E::Precondition("administrators cannot disable themselves or drop their own admin role".into()));
+        if actor.subject == id.to_string()
+            && (disabled == Some(true) || roles.as_ref().is_some_and(|r| !r.contains(&Role::Admin)))
+        {
+            return Err(E::Precondition(
+                "administrators cannot disable themselves or drop their own admin role".into(),
+            ));
         }
         let txn = self.db.begin_write().await?;
-        let user = users::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| E::NotFound(format!("user {id} not found")))?;
+        let user = users::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| E::NotFound(format!("user {id} not found")))?;
         let previous_roles = user_roles(&user);
         let previously_disabled = user.disabled;
         let mut active: users::ActiveModel = user.into();
@@ -679,14 +716,21 @@ impl AuthCore {
 
     /// Users change their own password with the current one; admins reset anyone's. Either way
     /// every refresh token of the user is revoked.
-    pub async fn set_password(&self, actor: &Principal, user_id: &str, current: &str, new: &str) -> Result<()> {
+    pub async fn set_password(
+        &self,
+        actor: &Principal,
+        user_id: &str,
+        current: &str,
+        new: &str,
+    ) -> Result<()> {
         let user = self.get_user(user_id).await?;
         let is_self = actor.subject == user.id.to_string() && actor.kind == PrincipalKind::User;
         if !is_self && !actor.is_admin() {
             return Err(E::Forbidden("only administrators can change other users' passwords".into()));
         }
         validate::password(new, self.config.auth.password_min_length).map_err(E::Invalid)?;
-        if is_self && !passwords::verify_blocking(current.to_owned(), Some(user.password_hash.clone())).await {
+        if is_self && !passwords::verify_blocking(current.to_owned(), Some(user.password_hash.clone())).await
+        {
             return Err(E::Invalid("current password is wrong".into()));
         }
         let hash = passwords::hash_blocking(new.to_owned()).await.map_err(E::Internal)?;
@@ -720,7 +764,8 @@ impl AuthCore {
             return Ok(None);
         }
         let bootstrap = &self.config.auth.bootstrap_admin;
-        let email = validate::email(bootstrap.email.as_deref().unwrap_or("admin@release-pilot.local")).map_err(E::Invalid)?;
+        let email = validate::email(bootstrap.email.as_deref().unwrap_or("admin@release-pilot.local"))
+            .map_err(E::Invalid)?;
         let (password, generated) = match &bootstrap.password {
             Some(password) => (password.expose().to_owned(), None),
             None => {
@@ -729,7 +774,10 @@ impl AuthCore {
             }
         };
         let hash = passwords::hash_blocking(password).await.map_err(E::Internal)?;
-        match self.insert_user(&Principal::system(), email.clone(), "Administrator".into(), hash, vec![Role::Admin]).await {
+        match self
+            .insert_user(&Principal::system(), email.clone(), "Administrator".into(), hash, vec![Role::Admin])
+            .await
+        {
             Ok(_) => Ok(Some((email, generated))),
             // Another replica bootstrapped concurrently.
             Err(E::Conflict(_)) => Ok(None),

@@ -15,11 +15,8 @@ use serde::{Deserialize, Serialize};
 pub use secret::{Secret, UrlWithCredentials};
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&str] = &[
-    "gateway.cors_allowed_origins",
-    "gateway.trusted_proxies",
-    "notifier.allowed_private_networks",
-];
+const LIST_KEYS: &[&str] =
+    &["gateway.cors_allowed_origins", "gateway.trusted_proxies", "notifier.allowed_private_networks"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -52,10 +49,7 @@ pub struct Config {
 
 impl Config {
     /// Loads defaults, then `file` if given, then the `RP_`-prefixed entries of `env`.
-    pub fn load(
-        file: Option<&std::path::Path>,
-        env: &HashMap<String, String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&std::path::Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(path) = file {
             builder = builder.add_source(config::File::from(path).required(true));
@@ -92,24 +86,16 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let rule = |ok: bool, msg: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::Rule(msg.to_owned()))
-            }
+            if ok { Ok(()) } else { Err(ConfigError::Rule(msg.to_owned())) }
         };
         rule(
             self.database.min_connections <= self.database.max_connections,
             "database.min_connections must not exceed database.max_connections",
         )?;
-        rule(
-            self.database.max_connections > 0,
-            "database.max_connections must be positive",
-        )?;
+        rule(self.database.max_connections > 0, "database.max_connections must be positive")?;
         if let Some(url) = &self.database.url {
             rule(
-                url.expose().starts_with("postgres://")
-                    || url.expose().starts_with("postgresql://"),
+                url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://"),
                 "database.url must be a postgres:// URL (leave it unset for embedded SQLite)",
             )?;
         }
@@ -120,10 +106,7 @@ impl Config {
             )?;
         }
         rule(
-            self.database
-                .schema_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            self.database.schema_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "database.schema_prefix may only contain letters, digits and underscores",
         )?;
         rule(
@@ -134,18 +117,12 @@ impl Config {
             (0.0..=1.0).contains(&self.telemetry.trace_sample_ratio),
             "telemetry.trace_sample_ratio must be between 0 and 1",
         )?;
-        rule(
-            self.auth.access_token_ttl_secs >= 30,
-            "auth.access_token_ttl_secs must be at least 30",
-        )?;
+        rule(self.auth.access_token_ttl_secs >= 30, "auth.access_token_ttl_secs must be at least 30")?;
         rule(
             self.auth.refresh_token_ttl_secs > self.auth.access_token_ttl_secs,
             "auth.refresh_token_ttl_secs must exceed auth.access_token_ttl_secs",
         )?;
-        rule(
-            self.auth.password_min_length >= 8,
-            "auth.password_min_length must be at least 8",
-        )?;
+        rule(self.auth.password_min_length >= 8, "auth.password_min_length must be at least 8")?;
         if let Some(password) = &self.auth.bootstrap_admin.password {
             rule(
                 password.expose().chars().count() >= self.auth.password_min_length,
@@ -153,17 +130,12 @@ impl Config {
             )?;
         }
         rule(
-            self.auth.bootstrap_admin.password.is_none()
-                || self.auth.bootstrap_admin.email.is_some(),
+            self.auth.bootstrap_admin.password.is_none() || self.auth.bootstrap_admin.email.is_some(),
             "auth.bootstrap_admin.password is set but auth.bootstrap_admin.email is not",
         )?;
+        rule(self.gateway.body_limit_bytes >= 1024, "gateway.body_limit_bytes must be at least 1024")?;
         rule(
-            self.gateway.body_limit_bytes >= 1024,
-            "gateway.body_limit_bytes must be at least 1024",
-        )?;
-        rule(
-            self.gateway.rate_limit.per_ip_per_second > 0
-                && self.gateway.rate_limit.per_token_per_second > 0,
+            self.gateway.rate_limit.per_ip_per_second > 0 && self.gateway.rate_limit.per_token_per_second > 0,
             "gateway.rate_limit rates must be positive",
         )?;
         Ok(())
@@ -265,9 +237,7 @@ pub struct ShutdownConfig {
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self {
-            grace_period_secs: 20,
-        }
+        Self { grace_period_secs: 20 }
     }
 }
 
@@ -285,12 +255,7 @@ pub struct OutboxConfig {
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        Self {
-            poll_interval_ms: 1000,
-            batch_size: 100,
-            retry_backoff_ms: 500,
-            retention_hours: 24,
-        }
+        Self { poll_interval_ms: 1000, batch_size: 100, retry_backoff_ms: 500, retention_hours: 24 }
     }
 }
 
@@ -320,8 +285,9 @@ impl Default for Endpoints {
 pub struct IdentityConfig {
     /// Refresh the cached JWKS this often even when no unknown key id was seen.
     pub jwks_refresh_secs: u64,
-    /// Minimum time between two fetches triggered by an unknown key id.
-    pub jwks_min_refetch_secs: u64,
+    /// Minimum time between two fetches triggered by unknown key ids; a request meeting an
+    /// unknown key id waits at most this long for a fresh JWKS, so forged ids cannot flood auth.
+    pub jwks_min_refetch_ms: u64,
     /// How long a verified API token is trusted before auth is asked again.
     pub api_token_cache_secs: u64,
     /// Tolerated clock skew when checking `exp` and `nbf`.
@@ -334,7 +300,7 @@ impl Default for IdentityConfig {
     fn default() -> Self {
         Self {
             jwks_refresh_secs: 300,
-            jwks_min_refetch_secs: 5,
+            jwks_min_refetch_ms: 200,
             api_token_cache_secs: 30,
             leeway_secs: 5,
             issuer: "release-pilot".into(),
@@ -392,10 +358,7 @@ impl Default for GatewayConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
             cors_allowed_origins: Vec::new(),
-            trusted_proxies: vec![
-                "127.0.0.1/32".parse().expect("valid"),
-                "::1/128".parse().expect("valid"),
-            ],
+            trusted_proxies: vec!["127.0.0.1/32".parse().expect("valid"), "::1/128".parse().expect("valid")],
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             grpc_deadline_ms: 5000,
@@ -419,12 +382,7 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self {
-            per_ip_per_second: 100,
-            per_ip_burst: 200,
-            per_token_per_second: 200,
-            per_token_burst: 400,
-        }
+        Self { per_ip_per_second: 100, per_ip_burst: 200, per_token_per_second: 200, per_token_burst: 400 }
     }
 }
 
@@ -460,10 +418,7 @@ impl Default for AuthConfig {
 
 impl AuthConfig {
     pub fn service(&self) -> ServiceConfig {
-        ServiceConfig {
-            grpc_addr: self.grpc_addr,
-            admin_addr: self.admin_addr,
-        }
+        ServiceConfig { grpc_addr: self.grpc_addr, admin_addr: self.admin_addr }
     }
 }
 
@@ -478,11 +433,7 @@ pub struct ThrottleConfig {
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
-        Self {
-            max_failures_per_account: 5,
-            max_failures_per_ip: 30,
-            window_secs: 15 * 60,
-        }
+        Self { max_failures_per_account: 5, max_failures_per_ip: 30, window_secs: 15 * 60 }
     }
 }
 
@@ -517,10 +468,7 @@ impl Default for NotifierConfig {
 
 impl NotifierConfig {
     pub fn service(&self) -> ServiceConfig {
-        ServiceConfig {
-            grpc_addr: self.grpc_addr,
-            admin_addr: self.admin_addr,
-        }
+        ServiceConfig { grpc_addr: self.grpc_addr, admin_addr: self.admin_addr }
     }
 }
 
@@ -549,10 +497,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -567,13 +512,7 @@ mod tests {
         assert_eq!(config.notifier.grpc_addr.port(), 50054);
         assert_eq!(config.gateway.admin_addr.port(), 9100);
         assert_eq!(config.notifier.admin_addr.port(), 9104);
-        assert_eq!(
-            (
-                config.database.min_connections,
-                config.database.max_connections
-            ),
-            (5, 20)
-        );
+        assert_eq!((config.database.min_connections, config.database.max_connections), (5, 20));
         assert_eq!(config.database.idle_timeout_secs, 10);
     }
 
@@ -581,48 +520,23 @@ mod tests {
     fn environment_overrides_file_and_nests_with_double_underscore() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rp.toml");
-        std::fs::write(
-            &file,
-            "[database]\nmax_connections = 7\n[nats]\nstream = \"FROM_FILE\"\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "[database]\nmax_connections = 7\n[nats]\nstream = \"FROM_FILE\"\n").unwrap();
         let config = Config::load(
             Some(&file),
             &env(&[
                 ("RP_NATS__STREAM", "FROM_ENV"),
                 ("RP_AUTH__BOOTSTRAP_ADMIN__EMAIL", "admin@example.com"),
-                (
-                    "RP_AUTH__BOOTSTRAP_ADMIN__PASSWORD",
-                    "correct-horse-battery",
-                ),
-                (
-                    "RP_GATEWAY__CORS_ALLOWED_ORIGINS",
-                    "https://a.example,https://b.example",
-                ),
+                ("RP_AUTH__BOOTSTRAP_ADMIN__PASSWORD", "correct-horse-battery"),
+                ("RP_GATEWAY__CORS_ALLOWED_ORIGINS", "https://a.example,https://b.example"),
                 ("UNRELATED", "ignored"),
             ]),
         )
         .unwrap();
         assert_eq!(config.database.max_connections, 7);
         assert_eq!(config.nats.stream, "FROM_ENV");
-        assert_eq!(
-            config.auth.bootstrap_admin.email.as_deref(),
-            Some("admin@example.com")
-        );
-        assert_eq!(
-            config
-                .auth
-                .bootstrap_admin
-                .password
-                .as_ref()
-                .unwrap()
-                .expose(),
-            "correct-horse-battery"
-        );
-        assert_eq!(
-            config.gateway.cors_allowed_origins,
-            vec!["https://a.example", "https://b.example"]
-        );
+        assert_eq!(config.auth.bootstrap_admin.email.as_deref(), Some("admin@example.com"));
+        assert_eq!(config.auth.bootstrap_admin.password.as_ref().unwrap().expose(), "correct-horse-battery");
+        assert_eq!(config.gateway.cors_allowed_origins, vec!["https://a.example", "https://b.example"]);
     }
 
     #[test]
@@ -635,10 +549,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(
-            config.auth.bootstrap_admin.password.unwrap().expose(),
-            "123456789012"
-        );
+        assert_eq!(config.auth.bootstrap_admin.password.unwrap().expose(), "123456789012");
     }
 
     #[test]
@@ -667,8 +578,7 @@ mod tests {
     fn invalid_values_are_refused_with_the_key_named() {
         let err = Config::load(None, &env(&[("RP_DATABASE__URL", "mysql://x")])).unwrap_err();
         assert!(err.to_string().contains("database.url"), "{err}");
-        let err =
-            Config::load(None, &env(&[("RP_DATABASE__MAX_CONNECTIONS", "lots")])).unwrap_err();
+        let err = Config::load(None, &env(&[("RP_DATABASE__MAX_CONNECTIONS", "lots")])).unwrap_err();
         assert!(err.to_string().contains("max_connections"), "{err}");
         let err = Config::load(None, &env(&[("RP_TELEMETRY__LOG_FORMAT", "xml")])).unwrap_err();
         assert!(err.to_string().contains("log_format"), "{err}");

@@ -63,11 +63,8 @@ impl UrlWithCredentials {
             Some(at) => {
                 let userinfo = &authority[..at];
                 let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-                let masked_info = if userinfo.contains(':') {
-                    format!("{user}:***")
-                } else {
-                    user.to_owned()
-                };
+                let masked_info =
+                    if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
                 format!("{scheme}://{masked_info}{}", &rest[at..])
             }
             None => self.0.clone(),
@@ -106,16 +103,10 @@ mod tests {
     #[test]
     fn masks_only_the_password() {
         let cases = [
-            (
-                "postgres://rp:pw@db:5432/rp",
-                "postgres://rp:***@db:5432/rp",
-            ),
+            ("postgres://rp:pw@db:5432/rp", "postgres://rp:***@db:5432/rp"),
             ("postgres://rp@db/rp", "postgres://rp@db/rp"),
             ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
-            (
-                "postgres://u:p@ss@host/db?x=@",
-                "postgres://u:***@host/db?x=@",
-            ),
+            ("postgres://u:p@ss@host/db?x=@", "postgres://u:***@host/db?x=@"),
         ];
         for (input, expected) in cases {
             assert_eq!(UrlWithCredentials::new(input).masked(), expected, "{input}");
@@ -130,8 +121,6 @@ mod tests {
     }
 
     fn serde_json_like(secret: &Secret) -> String {
-        toml::Value::try_from(secret)
-            .map(|v| v.to_string())
-            .unwrap()
+        toml::Value::try_from(secret).map(|v| v.to_string()).unwrap()
     }
 }

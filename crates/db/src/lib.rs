@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rp_config::Config;
 use sea_orm::{
-    AccessMode, ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    AccessMode, ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -16,10 +16,7 @@ pub use sea_orm;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("cannot prepare the data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error("cannot connect to the {service} database: {source}")]
     Connect { service: String, source: DbErr },
     #[error("cannot migrate the {service} database: {source}")]
@@ -44,28 +41,18 @@ pub struct Database {
 /// Opens (creating if needed) the database of `service`.
 pub async fn connect(config: &Config, service: &'static str) -> Result<Database, DbError> {
     let db = &config.database;
-    let connect_err = |source| DbError::Connect {
-        service: service.to_owned(),
-        source,
-    };
+    let connect_err = |source| DbError::Connect { service: service.to_owned(), source };
     let (url, backend) = match &db.url {
         Some(url) => {
             let schema = format!("{}{}", db.schema_prefix, service);
-            ensure_schema(url.expose(), &schema)
-                .await
-                .map_err(connect_err)?;
+            ensure_schema(url.expose(), &schema).await.map_err(connect_err)?;
             (url.expose().to_owned(), Backend::Postgres { schema })
         }
         None => {
-            std::fs::create_dir_all(&config.data_dir).map_err(|source| DbError::DataDir {
-                path: config.data_dir.display().to_string(),
-                source,
-            })?;
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|source| DbError::DataDir { path: config.data_dir.display().to_string(), source })?;
             let path = config.data_dir.join(format!("{service}.db"));
-            (
-                format!("sqlite://{}?mode=rwc", path.display()),
-                Backend::Sqlite { path },
-            )
+            (format!("sqlite://{}?mode=rwc", path.display()), Backend::Sqlite { path })
         }
     };
 
@@ -93,23 +80,13 @@ pub async fn connect(config: &Config, service: &'static str) -> Result<Database,
             });
         }
     }
-    let conn = sea_orm::Database::connect(options)
-        .await
-        .map_err(connect_err)?;
-    Ok(Database {
-        conn,
-        service,
-        backend,
-    })
+    let conn = sea_orm::Database::connect(options).await.map_err(connect_err)?;
+    Ok(Database { conn, service, backend })
 }
 
 async fn ensure_schema(url: &str, schema: &str) -> Result<(), DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(1)
-        .min_connections(0)
-        .sqlx_logging(false)
-        .connect_timeout(Duration::from_secs(5));
+    options.max_connections(1).min_connections(0).sqlx_logging(false).connect_timeout(Duration::from_secs(5));
     let admin = sea_orm::Database::connect(options).await?;
     let statement = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
     let result = admin.execute_unprepared(&statement).await;
@@ -131,14 +108,14 @@ impl Database {
     /// (`BEGIN IMMEDIATE`) so two writers queue on the busy timeout instead of deadlocking on
     /// a read-to-write upgrade.
     pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        let sqlite_transaction_mode = match self.backend {
-            Backend::Sqlite { .. } => Some(SqliteTransactionMode::Immediate),
-            Backend::Postgres { .. } => None,
+        let (access_mode, sqlite_transaction_mode) = match self.backend {
+            Backend::Sqlite { .. } => (None, Some(SqliteTransactionMode::Immediate)),
+            Backend::Postgres { .. } => (Some(AccessMode::ReadWrite), None),
         };
         self.conn
             .begin_with_options(TransactionOptions {
                 isolation_level: None,
-                access_mode: Some(AccessMode::ReadWrite),
+                access_mode,
                 sqlite_transaction_mode,
             })
             .await
@@ -155,10 +132,7 @@ impl Database {
     pub async fn migrate<M: MigratorTrait>(&self) -> Result<(), DbError> {
         M::up(&self.conn, None)
             .await
-            .map_err(|source| DbError::Migrate {
-                service: self.service.to_owned(),
-                source,
-            })
+            .map_err(|source| DbError::Migrate { service: self.service.to_owned(), source })
     }
 
     /// Publishes the pool's size to `db_pool_connections{service,state}`.

@@ -73,14 +73,9 @@ impl Event {
             source: text("source")?,
             event_type: text("type")?,
             subject: text("subject").unwrap_or_default(),
-            time: DateTime::parse_from_rfc3339(&text("time")?)
-                .ok()?
-                .with_timezone(&Utc),
+            time: DateTime::parse_from_rfc3339(&text("time")?).ok()?.with_timezone(&Utc),
             traceparent: text("traceparent"),
-            data: value
-                .get("data")
-                .cloned()
-                .unwrap_or(serde_json::Value::Null),
+            data: value.get("data").cloned().unwrap_or(serde_json::Value::Null),
         })
     }
 }
@@ -104,12 +99,8 @@ mod tests {
 
     #[test]
     fn cloudevent_round_trip_keeps_every_attribute() {
-        let mut event = Event::new(
-            "release",
-            "rp.app.created",
-            "apps/1",
-            &serde_json::json!({"name": "web"}),
-        );
+        let mut event =
+            Event::new("release", "rp.app.created", "apps/1", &serde_json::json!({"name": "web"}));
         event.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
         let json = event.to_cloudevent();
         assert_eq!(json["specversion"], "1.0");

@@ -34,11 +34,7 @@ pub mod entity {
 
 /// Records that `consumer` processed `event_id`. Returns false when it already had, in which
 /// case the caller must not repeat its effects.
-pub async fn claim<C: ConnectionTrait>(
-    conn: &C,
-    consumer: &str,
-    event_id: Uuid,
-) -> Result<bool, DbErr> {
+pub async fn claim<C: ConnectionTrait>(conn: &C, consumer: &str, event_id: Uuid) -> Result<bool, DbErr> {
     let row = entity::ActiveModel {
         consumer: Set(consumer.to_owned()),
         event_id: Set(event_id),
@@ -48,9 +44,7 @@ pub async fn claim<C: ConnectionTrait>(
     // would abort the caller's transaction.
     let inserted = entity::Entity::insert(row)
         .on_conflict(
-            OnConflict::columns([entity::Column::Consumer, entity::Column::EventId])
-                .do_nothing()
-                .to_owned(),
+            OnConflict::columns([entity::Column::Consumer, entity::Column::EventId]).do_nothing().to_owned(),
         )
         .exec_without_returning(conn)
         .await?;
@@ -68,12 +62,8 @@ pub enum HandlerError {
 
 /// Runs `handler` on every event of `spec` until `shutdown`: ack on success, nak with exponential
 /// backoff on `Retry`. Re-subscribes when the bus connection drops.
-pub async fn run_consumer<H, F>(
-    bus: SharedBus,
-    spec: ConsumerSpec,
-    handler: H,
-    shutdown: CancellationToken,
-) where
+pub async fn run_consumer<H, F>(bus: SharedBus, spec: ConsumerSpec, handler: H, shutdown: CancellationToken)
+where
     H: Fn(Event) -> F + Send + Sync,
     F: Future<Output = Result<(), HandlerError>> + Send,
 {
@@ -128,15 +118,8 @@ pub async fn run_consumer<H, F>(
                     delivery.ack().await
                 }
                 Err(HandlerError::Retry(reason)) => {
-                    let delay =
-                        Duration::from_millis(200 * 2u64.saturating_pow(attempt.min(8) as u32));
-                    tracing::warn!(
-                        consumer,
-                        reason,
-                        attempt,
-                        ?delay,
-                        "event handling failed; will retry"
-                    );
+                    let delay = Duration::from_millis(200 * 2u64.saturating_pow(attempt.min(8) as u32));
+                    tracing::warn!(consumer, reason, attempt, ?delay, "event handling failed; will retry");
                     delivery.nak(delay.min(Duration::from_secs(60))).await
                 }
             };

@@ -17,9 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt as _;
 use tokio::sync::OnceCell;
 
-use crate::{
-    Acker, BusError, ConsumerSpec, Delivery, Event, EventBus, StartFrom, Subscription, headers,
-};
+use crate::{Acker, BusError, ConsumerSpec, Delivery, Event, EventBus, StartFrom, Subscription, headers};
 
 /// How long a publish waits for the server's acknowledgement.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,11 +35,7 @@ impl JetStreamBus {
     /// keeps reconnecting in the background and the stream is created on first use, so services
     /// start (and their outboxes fill) while NATS is down.
     pub async fn connect(config: &rp_config::NatsConfig) -> Result<Self, BusError> {
-        let url = config
-            .url
-            .as_ref()
-            .map(|u| u.expose().to_owned())
-            .unwrap_or_default();
+        let url = config.url.as_ref().map(|u| u.expose().to_owned()).unwrap_or_default();
         let client = async_nats::ConnectOptions::new()
             .name("release-pilot")
             .connection_timeout(Duration::from_secs(config.connect_timeout_secs))
@@ -73,11 +67,8 @@ impl JetStreamBus {
             subject_prefix: config.subject_prefix.clone(),
             stream_ready: OnceCell::new(),
         };
-        match tokio::time::timeout(
-            Duration::from_secs(config.connect_timeout_secs),
-            bus.ensure_stream(),
-        )
-        .await
+        match tokio::time::timeout(Duration::from_secs(config.connect_timeout_secs), bus.ensure_stream())
+            .await
         {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
@@ -97,9 +88,7 @@ impl JetStreamBus {
                     .get_or_create_stream(self.stream_config.clone())
                     .await
                     .map(|_| ())
-                    .map_err(|e| {
-                        BusError::Unavailable(format!("stream {}: {e}", self.stream_config.name))
-                    })
+                    .map_err(|e| BusError::Unavailable(format!("stream {}: {e}", self.stream_config.name)))
             })
             .await
             .map(|_| ())
@@ -118,13 +107,7 @@ impl JetStreamBus {
         map.insert(headers::SOURCE, event.source.as_str());
         map.insert(headers::TYPE, event.event_type.as_str());
         map.insert(headers::SUBJECT, event.subject.as_str());
-        map.insert(
-            headers::TIME,
-            event
-                .time
-                .to_rfc3339_opts(SecondsFormat::Micros, true)
-                .as_str(),
-        );
+        map.insert(headers::TIME, event.time.to_rfc3339_opts(SecondsFormat::Micros, true).as_str());
         map.insert(headers::CONTENT_TYPE, "application/json");
         if let Some(traceparent) = &event.traceparent {
             map.insert(headers::TRACEPARENT, traceparent.as_str());
@@ -134,14 +117,9 @@ impl JetStreamBus {
 
     fn decode(message: &async_nats::Message, prefix: &str) -> Result<Event, BusError> {
         let subject = message.subject.to_string();
-        let malformed = |reason: &str| BusError::Malformed {
-            subject: subject.clone(),
-            reason: reason.to_owned(),
-        };
-        let map = message
-            .headers
-            .as_ref()
-            .ok_or_else(|| malformed("no headers"))?;
+        let malformed =
+            |reason: &str| BusError::Malformed { subject: subject.clone(), reason: reason.to_owned() };
+        let map = message.headers.as_ref().ok_or_else(|| malformed("no headers"))?;
         let header = |name: &str| map.get(name).map(|v| v.as_str().to_owned());
         let id = header(headers::ID).ok_or_else(|| malformed("no ce-id"))?;
         let time = header(headers::TIME).ok_or_else(|| malformed("no ce-time"))?;
@@ -155,8 +133,7 @@ impl JetStreamBus {
                 .map_err(|_| malformed("ce-time is not RFC 3339"))?
                 .with_timezone(&Utc),
             traceparent: header(headers::TRACEPARENT),
-            data: serde_json::from_slice(&message.payload)
-                .map_err(|e| malformed(&e.to_string()))?,
+            data: serde_json::from_slice(&message.payload).map_err(|e| malformed(&e.to_string()))?,
         })
     }
 }
@@ -164,13 +141,9 @@ impl JetStreamBus {
 #[async_trait]
 impl EventBus for JetStreamBus {
     async fn publish(&self, event: &Event) -> Result<(), BusError> {
-        let failed = |reason: String| BusError::Publish {
-            event_type: event.event_type.clone(),
-            reason,
-        };
+        let failed = |reason: String| BusError::Publish { event_type: event.event_type.clone(), reason };
         self.ensure_stream().await?;
-        let payload =
-            Bytes::from(serde_json::to_vec(&event.data).map_err(|e| failed(e.to_string()))?);
+        let payload = Bytes::from(serde_json::to_vec(&event.data).map_err(|e| failed(e.to_string()))?);
         let ack = self
             .context
             .send_publish(
@@ -186,16 +159,10 @@ impl EventBus for JetStreamBus {
     }
 
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Subscription, BusError> {
-        let failed = |reason: String| BusError::Subscribe {
-            consumer: spec.name.clone(),
-            reason,
-        };
+        let failed = |reason: String| BusError::Subscribe { consumer: spec.name.clone(), reason };
         self.ensure_stream().await?;
-        let stream = self
-            .context
-            .get_stream(&self.stream_config.name)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        let stream =
+            self.context.get_stream(&self.stream_config.name).await.map_err(|e| failed(e.to_string()))?;
         let consumer_name = format!("{}{}", self.subject_prefix.replace('.', "_"), spec.name);
         let consumer: jetstream::consumer::Consumer<pull::Config> = stream
             .get_or_create_consumer(
@@ -215,10 +182,7 @@ impl EventBus for JetStreamBus {
             )
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        let messages = consumer.messages().await.map_err(|e| failed(e.to_string()))?;
         let prefix = self.subject_prefix.clone();
         let consumer_for_errors = spec.name.clone();
         Ok(Box::pin(messages.map(move |item| {
@@ -226,16 +190,9 @@ impl EventBus for JetStreamBus {
                 consumer: consumer_for_errors.clone(),
                 reason: e.to_string(),
             })?;
-            let attempt = message
-                .info()
-                .map(|info| info.delivered as u64)
-                .unwrap_or(1);
+            let attempt = message.info().map(|info| info.delivered as u64).unwrap_or(1);
             match Self::decode(&message, &prefix) {
-                Ok(event) => Ok(Delivery::new(
-                    event,
-                    attempt,
-                    Box::new(NatsAcker { message }),
-                )),
+                Ok(event) => Ok(Delivery::new(event, attempt, Box::new(NatsAcker { message }))),
                 Err(err) => {
                     // A message nobody can read would be redelivered forever: terminate it.
                     tokio::spawn(async move {
@@ -273,10 +230,7 @@ impl Acker for NatsAcker {
     async fn ack(&self) -> Result<(), BusError> {
         // Double ack: the server confirms it recorded the ack, so a crash right after cannot cause
         // a redelivery of work we already committed.
-        self.message
-            .double_ack()
-            .await
-            .map_err(|e| BusError::Unavailable(format!("ack: {e}")))
+        self.message.double_ack().await.map_err(|e| BusError::Unavailable(format!("ack: {e}")))
     }
 
     async fn nak(&self, delay: Duration) -> Result<(), BusError> {

@@ -94,11 +94,7 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn new(event: Event, attempt: u64, acker: Box<dyn Acker>) -> Self {
-        Self {
-            event,
-            attempt,
-            acker,
-        }
+        Self { event, attempt, acker }
     }
 
     pub async fn ack(self) -> Result<(), BusError> {

@@ -21,8 +21,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::{
-    Acker, BusError, ConsumerSpec, Delivery, Event, EventBus, StartFrom, Subscription,
-    subject_matches,
+    Acker, BusError, ConsumerSpec, Delivery, Event, EventBus, StartFrom, Subscription, subject_matches,
 };
 
 /// Events kept for consumers that start from the beginning.
@@ -115,10 +114,7 @@ impl EventBus for InProcessBus {
         }
         for group in state.groups.values_mut() {
             if group.matches(&event.event_type) {
-                group.dispatch(Queued {
-                    event: event.clone(),
-                    attempt: 1,
-                });
+                group.dispatch(Queued { event: event.clone(), attempt: 1 });
             }
         }
         Ok(())
@@ -187,11 +183,7 @@ impl Stream for MemberStream {
                     settled: Arc::new(AtomicBool::new(false)),
                 };
                 acker.redeliver_after_ack_wait(self.ack_wait);
-                Poll::Ready(Some(Ok(Delivery::new(
-                    item.event,
-                    item.attempt,
-                    Box::new(acker),
-                ))))
+                Poll::Ready(Some(Ok(Delivery::new(item.event, item.attempt, Box::new(acker)))))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -218,12 +210,8 @@ struct MemoryAcker {
 impl MemoryAcker {
     /// Like JetStream's AckWait: a delivery neither acked nor nakked in time is delivered again.
     fn redeliver_after_ack_wait(&self, ack_wait: Duration) {
-        let (settled, state, group) =
-            (self.settled.clone(), self.state.clone(), self.group.clone());
-        let item = Queued {
-            event: self.item.event.clone(),
-            attempt: self.item.attempt + 1,
-        };
+        let (settled, state, group) = (self.settled.clone(), self.state.clone(), self.group.clone());
+        let item = Queued { event: self.item.event.clone(), attempt: self.item.attempt + 1 };
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 tokio::time::sleep(ack_wait).await;
@@ -247,10 +235,7 @@ impl Acker for MemoryAcker {
             return Ok(());
         }
         let (state, group) = (self.state.clone(), self.group.clone());
-        let item = Queued {
-            event: self.item.event.clone(),
-            attempt: self.item.attempt + 1,
-        };
+        let item = Queued { event: self.item.event.clone(), attempt: self.item.attempt + 1 };
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             redeliver(&state, &group, item);
@@ -263,10 +248,7 @@ impl Drop for MemoryAcker {
     fn drop(&mut self) {
         // Dropped unsettled (the handler panicked or was cancelled): deliver again now.
         if !self.settled.swap(true, Ordering::SeqCst) {
-            let item = Queued {
-                event: self.item.event.clone(),
-                attempt: self.item.attempt + 1,
-            };
+            let item = Queued { event: self.item.event.clone(), attempt: self.item.attempt + 1 };
             redeliver(&self.state, &self.group, item);
         }
     }

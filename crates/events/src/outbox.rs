@@ -10,8 +10,8 @@ use chrono::Utc;
 use rp_db::Database;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
     sea_query::{Expr, ExprTrait as _, LockBehavior, LockType},
 };
 use tokio::sync::Notify;
@@ -99,12 +99,8 @@ pub mod migration {
         }
 
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            manager
-                .drop_table(Table::drop().table("inbox").to_owned())
-                .await?;
-            manager
-                .drop_table(Table::drop().table("outbox").to_owned())
-                .await
+            manager.drop_table(Table::drop().table("inbox").to_owned()).await?;
+            manager.drop_table(Table::drop().table("outbox").to_owned()).await
         }
     }
 }
@@ -124,9 +120,7 @@ pub async fn enqueue<C: ConnectionTrait>(conn: &C, event: &Event) -> Result<(), 
         attempts: Set(0),
         last_error: Set(None),
     };
-    entity::Entity::insert(row)
-        .exec_without_returning(conn)
-        .await?;
+    entity::Entity::insert(row).exec_without_returning(conn).await?;
     Ok(())
 }
 
@@ -151,10 +145,7 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(db: Database) -> Self {
-        Self {
-            db,
-            wake: Arc::new(Notify::new()),
-        }
+        Self { db, wake: Arc::new(Notify::new()) }
     }
 
     /// Tells the relay that a transaction with events committed.
@@ -164,10 +155,7 @@ impl Outbox {
 
     /// Rows committed but not yet published.
     pub async fn pending(&self) -> Result<u64, DbErr> {
-        entity::Entity::find()
-            .filter(entity::Column::PublishedAt.is_null())
-            .count(&self.db.conn)
-            .await
+        entity::Entity::find().filter(entity::Column::PublishedAt.is_null()).count(&self.db.conn).await
     }
 
     /// Publishes committed rows until `shutdown`, then makes one last attempt.
@@ -181,12 +169,7 @@ impl Outbox {
         tokio::spawn(async move { outbox.relay(bus, config, shutdown).await })
     }
 
-    async fn relay(
-        &self,
-        bus: SharedBus,
-        config: rp_config::OutboxConfig,
-        shutdown: CancellationToken,
-    ) {
+    async fn relay(&self, bus: SharedBus, config: rp_config::OutboxConfig, shutdown: CancellationToken) {
         let poll = Duration::from_millis(config.poll_interval_ms);
         let backoff = Duration::from_millis(config.retry_backoff_ms);
         let mut last_cleanup = std::time::Instant::now();
@@ -221,11 +204,8 @@ impl Outbox {
             }
         }
         // Publish what the last requests committed before the process goes away.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            self.publish_batch(&bus, config.batch_size),
-        )
-        .await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.publish_batch(&bus, config.batch_size)).await;
     }
 
     /// Publishes up to `limit` rows in id order; stops at the first failure so order is kept.
@@ -275,10 +255,7 @@ impl Outbox {
                 }
                 Err(err) => {
                     entity::Entity::update_many()
-                        .col_expr(
-                            entity::Column::Attempts,
-                            Expr::col(entity::Column::Attempts).add(1),
-                        )
+                        .col_expr(entity::Column::Attempts, Expr::col(entity::Column::Attempts).add(1))
                         .col_expr(entity::Column::LastError, Expr::value(err.to_string()))
                         .filter(entity::Column::Id.eq(row.id))
                         .exec(conn)

@@ -32,11 +32,7 @@ mod tests {
             (">", "anything.at.all", true),
         ];
         for (filter, subject, expected) in cases {
-            assert_eq!(
-                subject_matches(filter, subject),
-                expected,
-                "{filter} vs {subject}"
-            );
+            assert_eq!(subject_matches(filter, subject), expected, "{filter} vs {subject}");
         }
     }
 }

@@ -27,7 +27,12 @@ pub trait KeySource: Send + Sync {
 
 /// Keys and API tokens fetched from the auth service over gRPC.
 pub struct GrpcKeySource {
-    client: AuthServiceClient<tonic::service::interceptor::InterceptedService<Channel, fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>>,
+    client: AuthServiceClient<
+        tonic::service::interceptor::InterceptedService<
+            Channel,
+            fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+        >,
+    >,
 }
 
 impl GrpcKeySource {
@@ -58,7 +63,11 @@ impl KeySource for GrpcKeySource {
     }
 
     async fn resolve_api_token(&self, token: &str) -> Result<Principal, AuthError> {
-        match self.client.clone().authenticate_api_token(pb::AuthenticateApiTokenRequest { token: token.to_owned() }).await
+        match self
+            .client
+            .clone()
+            .authenticate_api_token(pb::AuthenticateApiTokenRequest { token: token.to_owned() })
+            .await
         {
             Ok(response) => Ok(Principal::from_proto(&response.into_inner())),
             Err(status) if status.code() == tonic::Code::Unauthenticated => Err(AuthError::Invalid),
@@ -105,7 +114,8 @@ impl Authenticator {
         let header = metadata.get("authorization").and_then(|v| v.to_str().ok()).ok_or(AuthError::Missing)?;
         let token = bearer(header).ok_or(AuthError::Malformed)?;
         let mut principal = self.authenticate_token(token).await?;
-        principal.request_id = metadata.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        principal.request_id =
+            metadata.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(principal)
     }
 
@@ -157,6 +167,7 @@ impl Authenticator {
 
     /// The key for `kid`, refreshing the cache when it is stale or does not know the id yet.
     async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, AuthError> {
+        let asked_at = Instant::now();
         let refresh_every = Duration::from_secs(self.inner.config.jwks_refresh_secs);
         {
             let cache = self.inner.keys.read().await;
@@ -167,11 +178,18 @@ impl Authenticator {
                 }
             }
         }
-        // Unknown kid or stale cache: refetch, but not more often than jwks_min_refetch_secs so a
-        // flood of forged key ids cannot hammer auth.
+        // Unknown kid (a rotation happened, or a forgery) or stale cache. Fetches are serialised
+        // and spaced by jwks_min_refetch_ms; a caller that waited while another fetched after it
+        // asked uses that result, so a burst of unknown ids costs one fetch.
         let mut last = self.inner.last_refetch.lock().await;
-        let min_gap = Duration::from_secs(self.inner.config.jwks_min_refetch_secs);
-        if last.is_none_or(|at| at.elapsed() >= min_gap) {
+        let fetched_since_asked = last.is_some_and(|at| at >= asked_at);
+        if !fetched_since_asked {
+            let min_gap = Duration::from_millis(self.inner.config.jwks_min_refetch_ms);
+            if let Some(elapsed) = last.map(|at| at.elapsed()) {
+                if elapsed < min_gap {
+                    tokio::time::sleep(min_gap - elapsed).await;
+                }
+            }
             *last = Some(Instant::now());
             match self.inner.source.jwks().await {
                 Ok(set) => {
@@ -187,8 +205,7 @@ impl Authenticator {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot refresh JWKS; using cached keys");
-                    let cache = self.inner.keys.read().await;
-                    if cache.keys.is_empty() {
+                    if self.inner.keys.read().await.keys.is_empty() {
                         return Err(err);
                     }
                 }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::AuthError;
 
 /// What a user or token may do. `admin` may do everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads everything.
@@ -65,8 +67,12 @@ impl Role {
 
     /// Parses a comma-separated list, ignoring blanks; fails on an unknown role.
     pub fn parse_list(text: &str) -> Result<Vec<Role>, String> {
-        let mut roles: Vec<Role> =
-            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>()?;
+        let mut roles: Vec<Role> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
         roles.sort();
         roles.dedup();
         Ok(roles)

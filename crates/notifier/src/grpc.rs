@@ -39,10 +39,14 @@ impl NotifierService for NotifierGrpc {
         Ok(Response::new(pb::ListChannelsResponse { channels: rows.iter().map(channel_to_pb).collect() }))
     }
 
-    async fn get_channel(&self, request: Request<pb::GetChannelRequest>) -> Result<Response<pb::Channel>, Status> {
+    async fn get_channel(
+        &self,
+        request: Request<pb::GetChannelRequest>,
+    ) -> Result<Response<pb::Channel>, Status> {
         self.authn.authenticate(request.metadata()).await?;
         let raw = request.into_inner().id;
-        let id = uuid::Uuid::parse_str(&raw).map_err(|_| ServiceError::Invalid(format!("{raw:?} is not a valid id")))?;
+        let id = uuid::Uuid::parse_str(&raw)
+            .map_err(|_| ServiceError::Invalid(format!("{raw:?} is not a valid id")))?;
         let channel = channels::Entity::find_by_id(id)
             .one(&self.db.conn)
             .await

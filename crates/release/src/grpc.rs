@@ -43,13 +43,17 @@ impl ReleaseService for ReleaseGrpc {
         Ok(Response::new(app_to_pb(&app)))
     }
 
-    async fn list_apps(&self, request: Request<pb::ListAppsRequest>) -> Result<Response<pb::ListAppsResponse>, Status> {
+    async fn list_apps(
+        &self,
+        request: Request<pb::ListAppsRequest>,
+    ) -> Result<Response<pb::ListAppsResponse>, Status> {
         self.authn.authenticate(request.metadata()).await?;
         let body = request.into_inner();
         let after = match body.page_token.as_str() {
             "" => None,
             token => Some(
-                rp_db::parse_page_token(token).ok_or_else(|| ServiceError::Invalid("page_token is not valid".into()))?,
+                rp_db::parse_page_token(token)
+                    .ok_or_else(|| ServiceError::Invalid("page_token is not valid".into()))?,
             ),
         };
         let (apps, next) = self.core.list_apps(rp_db::page_size(body.page_size, 50, 200), after).await?;

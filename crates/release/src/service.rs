@@ -6,7 +6,9 @@ use rp_events::{Event, outbox::Outbox};
 use rp_identity::Principal;
 use rp_proto::events::v1 as ev;
 use rp_runtime::{ServiceError as E, ServiceResult as Result};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 use uuid::Uuid;
 
 use crate::{idempotency, store::apps};
@@ -75,7 +77,9 @@ impl ReleaseCore {
             }
             Err(err) => return Err(err.into()),
         };
-        if !idempotency_key.is_empty() && !idempotency::record(&txn, &scope, idempotency_key, &app.id.to_string()).await? {
+        if !idempotency_key.is_empty()
+            && !idempotency::record(&txn, &scope, idempotency_key, &app.id.to_string()).await?
+        {
             txn.rollback().await?;
             let id = idempotency::lookup(&self.db.conn, &scope, idempotency_key).await?.unwrap_or_default();
             return self.get_app(&id).await;
@@ -106,7 +110,11 @@ impl ReleaseCore {
         query.one(&self.db.conn).await?.ok_or_else(|| E::NotFound(format!("app {id_or_name} not found")))
     }
 
-    pub async fn list_apps(&self, page_size: u64, after: Option<Uuid>) -> Result<(Vec<apps::Model>, Option<Uuid>)> {
+    pub async fn list_apps(
+        &self,
+        page_size: u64,
+        after: Option<Uuid>,
+    ) -> Result<(Vec<apps::Model>, Option<Uuid>)> {
         let mut query = apps::Entity::find().order_by_asc(apps::Column::Id).limit(page_size + 1);
         if let Some(after) = after {
             query = query.filter(apps::Column::Id.gt(after));

@@ -65,10 +65,14 @@ impl RollbackService for RollbackGrpc {
         }))
     }
 
-    async fn get_incident(&self, request: Request<pb::GetIncidentRequest>) -> Result<Response<pb::Incident>, Status> {
+    async fn get_incident(
+        &self,
+        request: Request<pb::GetIncidentRequest>,
+    ) -> Result<Response<pb::Incident>, Status> {
         self.authn.authenticate(request.metadata()).await?;
         let raw = request.into_inner().id;
-        let id = uuid::Uuid::parse_str(&raw).map_err(|_| ServiceError::Invalid(format!("{raw:?} is not a valid id")))?;
+        let id = uuid::Uuid::parse_str(&raw)
+            .map_err(|_| ServiceError::Invalid(format!("{raw:?} is not a valid id")))?;
         let incident = incidents::Entity::find_by_id(id)
             .one(&self.db.conn)
             .await

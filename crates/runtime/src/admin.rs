@@ -43,7 +43,11 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
@@ -59,7 +63,8 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
     if report.healthy() {
         (StatusCode::OK, Json(json!({ "status": "ready" })))
     } else {
-        let failing: Vec<_> = report.checks.iter().filter(|c| c.status != "ok").map(|c| c.name.clone()).collect();
+        let failing: Vec<_> =
+            report.checks.iter().filter(|c| c.status != "ok").map(|c| c.name.clone()).collect();
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "failing": failing })))
     }
 }

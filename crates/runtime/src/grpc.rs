@@ -32,7 +32,8 @@ pub async fn serve(
         .build_v1alpha()
         .expect("embedded descriptor set is valid");
 
-    let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
+    let routes =
+        routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
 
     let names: Vec<String> = service_names.iter().map(|s| (*s).to_owned()).collect();
     let stop = {

@@ -98,9 +98,10 @@ impl ServiceKit {
         let admin_addr = listeners.admin_addr();
         let max_connections = self.config.database.max_connections;
         let pool_db = self.db.clone();
-        let admin_state =
-            AdminState::new(self.health.clone()).with_collector(move || pool_db.record_pool_metrics(max_connections));
-        let relay = self.outbox.spawn_relay(self.bus.clone(), self.config.outbox.clone(), self.shutdown.clone());
+        let admin_state = AdminState::new(self.health.clone())
+            .with_collector(move || pool_db.record_pool_metrics(max_connections));
+        let relay =
+            self.outbox.spawn_relay(self.bus.clone(), self.config.outbox.clone(), self.shutdown.clone());
         let name = self.name;
         let shutdown = self.shutdown.clone();
         let health = self.health.clone();

@@ -55,11 +55,7 @@ where
             rpc.grpc.status_code = tracing::field::Empty,
             request_id = tracing::field::Empty,
         );
-        if let Some(request_id) = request
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(request_id) = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()) {
             span.record("request_id", request_id);
         }
         propagation::set_remote_parent(&span, propagation::extract_headers(request.headers()));
@@ -67,12 +63,7 @@ where
             let _entered = span.enter();
             self.inner.call(request)
         };
-        GrpcServerFuture {
-            inner: future.instrument(span),
-            service,
-            method,
-            started: Instant::now(),
-        }
+        GrpcServerFuture { inner: future.instrument(span), service, method, started: Instant::now() }
     }
 }
 
@@ -151,9 +142,7 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 }
 
 /// Client interceptor: sends the current trace context as gRPC metadata.
-pub fn inject_trace_context(
-    mut request: tonic::Request<()>,
-) -> Result<tonic::Request<()>, tonic::Status> {
+pub fn inject_trace_context(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     let mut headers = http::HeaderMap::new();
     propagation::inject_headers(&mut headers);
     for (name, value) in headers.iter() {

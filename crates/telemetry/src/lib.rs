@@ -58,8 +58,7 @@ impl Drop for TelemetryGuard {
 /// Installs the global logger (and tracer when `otlp_endpoint` is set). Must run inside a tokio
 /// runtime because the OTLP exporter is a tonic client.
 pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = EnvFilter::try_new(&config.log_filter)
-        .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let filter = EnvFilter::try_new(&config.log_filter).map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let fmt_layer = match config.log_format.as_str() {
         "json" => tracing_subscriber::fmt::layer()
             .json()
@@ -74,14 +73,10 @@ pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> 
 
     let (otel_layer, provider) = match config.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
         Some(endpoint) => {
-            let provider =
-                tracer_provider(endpoint, &config.service_name, config.trace_sample_ratio)?;
+            let provider = tracer_provider(endpoint, &config.service_name, config.trace_sample_ratio)?;
             let tracer = provider.tracer("release-pilot");
             opentelemetry::global::set_tracer_provider(provider.clone());
-            (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
-                Some(provider),
-            )
+            (Some(tracing_opentelemetry::layer().with_tracer(tracer)), Some(provider))
         }
         None => (None, None),
     };
@@ -106,15 +101,11 @@ fn tracer_provider(
         .with_endpoint(endpoint)
         .build()
         .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
-    let resource = Resource::builder()
-        .with_service_name(service_name.to_owned())
-        .build();
+    let resource = Resource::builder().with_service_name(service_name.to_owned()).build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            ratio,
-        ))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))))
         .build())
 }
 
@@ -126,8 +117,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])
                 .expect("static bucket list is not empty");
             let handle = match builder.install_recorder() {

@@ -16,10 +16,9 @@ struct HeaderInjector<'a>(&'a mut http::HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
+        if let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value))
+        {
             self.0.insert(name, value);
         }
     }
@@ -47,9 +46,7 @@ pub fn inject_headers(headers: &mut http::HeaderMap) {
 
 /// Reads a remote trace context from `headers` (an empty context when there is none).
 pub fn extract_headers(headers: &http::HeaderMap) -> Context {
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(headers))
-    })
+    opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
 }
 
 /// The current span's `traceparent`, if tracing is active.
@@ -67,8 +64,7 @@ pub fn current_traceparent() -> Option<String> {
 
 /// A remote context from a stored `traceparent` string.
 pub fn context_from_traceparent(traceparent: &str) -> Context {
-    let carrier: HashMap<String, String> =
-        HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
+    let carrier: HashMap<String, String> = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
     opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&carrier))
 }
 
@@ -83,7 +79,5 @@ pub fn set_remote_parent(span: &tracing::Span, context: Context) {
 pub fn current_trace_id() -> Option<String> {
     let context = tracing::Span::current().context();
     let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
 }

@@ -36,8 +36,7 @@ pub fn backend() -> Backend {
 }
 
 pub fn database_url() -> String {
-    std::env::var("RP_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("RP_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub fn nats_url() -> String {
@@ -49,9 +48,7 @@ pub fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            let filter = std::env::var("TEST_LOG")
-                .ok()
-                .filter(|v| v.contains('=') || v.contains(','));
+            let filter = std::env::var("TEST_LOG").ok().filter(|v| v.contains('=') || v.contains(','));
             let filter = filter.unwrap_or_else(|| "info,sqlx=warn,sea_orm=warn,h2=warn".into());
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -118,12 +115,7 @@ impl TestEnv {
             set(key, value);
         }
         let config = Config::load(None, &vars).expect("test configuration is valid");
-        Self {
-            config,
-            id,
-            backend,
-            dir,
-        }
+        Self { config, id, backend, dir }
     }
 
     pub fn dir(&self) -> &Path {
@@ -157,10 +149,7 @@ where
 
 /// A free TCP port on 127.0.0.1 (for servers that cannot bind port 0 themselves).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// A private nats-server with JetStream, for tests that stop and restart the bus.
@@ -173,11 +162,7 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts `nats-server` (from PATH or /usr/sbin) on a free port; panics when it is missing.
     pub async fn start(store: &Path) -> Self {
-        let mut server = Self {
-            port: free_port(),
-            store: store.to_owned(),
-            child: None,
-        };
+        let mut server = Self { port: free_port(), store: store.to_owned(), child: None };
         server.restart().await;
         server
     }
@@ -195,23 +180,12 @@ impl NatsServer {
 
     pub async fn restart(&mut self) {
         self.stop();
-        let binary = [
-            "/usr/sbin/nats-server",
-            "/usr/bin/nats-server",
-            "/usr/local/bin/nats-server",
-        ]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("nats-server");
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("nats-server");
         let child = Command::new(binary)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -221,15 +195,9 @@ impl NatsServer {
             });
         self.child = Some(child);
         let port = self.port;
-        eventually(
-            Duration::from_secs(10),
-            "nats-server to listen",
-            || async move {
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .ok()
-                    .map(|_| ())
-            },
-        )
+        eventually(Duration::from_secs(10), "nats-server to listen", || async move {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        })
         .await;
     }
 }

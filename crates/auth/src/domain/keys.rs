@@ -28,7 +28,11 @@ pub fn generate() -> GeneratedKey {
     let der = signing.to_pkcs8_der().expect("an ed25519 key always encodes");
     // RFC 7638-style thumbprint prefix: stable, unique, reveals nothing.
     let kid = hex::encode(&Sha256::digest(public)[..12]);
-    GeneratedKey { kid, private_key: STANDARD.encode(der.as_bytes()), public_key: URL_SAFE_NO_PAD.encode(public) }
+    GeneratedKey {
+        kid,
+        private_key: STANDARD.encode(der.as_bytes()),
+        public_key: URL_SAFE_NO_PAD.encode(public),
+    }
 }
 
 pub fn encoding_key(private_key_b64: &str) -> Result<jsonwebtoken::EncodingKey, String> {

@@ -106,7 +106,13 @@ impl MigrationTrait for Migration {
         for (name, column) in [("login_attempts_email", "email"), ("login_attempts_ip", "client_ip")] {
             manager
                 .create_index(
-                    Index::create().name(name).table("login_attempts").col(column).col("at").if_not_exists().to_owned(),
+                    Index::create()
+                        .name(name)
+                        .table("login_attempts")
+                        .col(column)
+                        .col("at")
+                        .if_not_exists()
+                        .to_owned(),
                 )
                 .await?;
         }

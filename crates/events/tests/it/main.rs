@@ -29,10 +29,7 @@ struct TestMigrator;
 #[async_trait]
 impl MigratorTrait for TestMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(outbox::migration::Migration),
-            Box::new(CreateWidgets),
-        ]
+        vec![Box::new(outbox::migration::Migration), Box::new(CreateWidgets)]
     }
 }
 
@@ -69,20 +66,12 @@ impl Drop for Harness {
 }
 
 async fn harness_with(env: TestEnv, bus: SharedBus) -> Harness {
-    let db = rp_db::connect(&env.config, "evtest")
-        .await
-        .expect("database");
+    let db = rp_db::connect(&env.config, "evtest").await.expect("database");
     db.migrate::<TestMigrator>().await.expect("migrations");
     let outbox = Outbox::new(db.clone());
     let shutdown = CancellationToken::new();
     outbox.spawn_relay(bus.clone(), env.config.outbox.clone(), shutdown.clone());
-    Harness {
-        _env: env,
-        db,
-        outbox,
-        bus,
-        shutdown,
-    }
+    Harness { _env: env, db, outbox, bus, shutdown }
 }
 
 async fn harness() -> Harness {
@@ -92,21 +81,14 @@ async fn harness() -> Harness {
 }
 
 fn widget_event(id: &str) -> Event {
-    Event::new(
-        "evtest",
-        "rp.widget.created",
-        format!("widgets/{id}"),
-        &serde_json::json!({ "widget": id }),
-    )
+    Event::new("evtest", "rp.widget.created", format!("widgets/{id}"), &serde_json::json!({ "widget": id }))
 }
 
 /// Inserts a widget and its event in one transaction, then commits or rolls back.
 async fn write_widget(h: &Harness, id: &str, commit: bool) -> Event {
     let event = widget_event(id);
     let txn = h.db.begin_write().await.unwrap();
-    txn.execute_unprepared(&format!("INSERT INTO widgets (id) VALUES ('{id}')"))
-        .await
-        .unwrap();
+    txn.execute_unprepared(&format!("INSERT INTO widgets (id) VALUES ('{id}')")).await.unwrap();
     outbox::enqueue(&txn, &event).await.unwrap();
     if commit {
         txn.commit().await.unwrap();
@@ -141,11 +123,7 @@ async fn collect_until(subscription: &mut Subscription, marker: &str) -> Vec<Eve
 #[tokio::test]
 async fn committed_event_is_published_exactly_once_and_rolled_back_never() {
     let h = harness().await;
-    let mut subscription = h
-        .bus
-        .subscribe(&ConsumerSpec::new("it-once", "rp.widget.>"))
-        .await
-        .unwrap();
+    let mut subscription = h.bus.subscribe(&ConsumerSpec::new("it-once", "rp.widget.>")).await.unwrap();
 
     let committed = write_widget(&h, "a", true).await;
     let rolled_back = write_widget(&h, "b", false).await;
@@ -153,11 +131,7 @@ async fn committed_event_is_published_exactly_once_and_rolled_back_never() {
 
     let seen = collect_until(&mut subscription, "marker").await;
     let ids: Vec<_> = seen.iter().map(|e| e.id).collect();
-    assert_eq!(
-        ids,
-        vec![committed.id, marker.id],
-        "exactly the committed events, in order, once each"
-    );
+    assert_eq!(ids, vec![committed.id, marker.id], "exactly the committed events, in order, once each");
     assert!(!ids.contains(&rolled_back.id));
     assert_eq!(seen[0].data, committed.data);
 
@@ -170,33 +144,20 @@ async fn committed_event_is_published_exactly_once_and_rolled_back_never() {
             .await
             .unwrap()
             .unwrap();
-    assert_eq!(
-        row_count.try_get::<i64>("", "n").unwrap(),
-        2,
-        "the rolled-back widget is gone too"
-    );
-    eventually(WAIT, "outbox drained", || async {
-        (h.outbox.pending().await.unwrap() == 0).then_some(())
-    })
-    .await;
+    assert_eq!(row_count.try_get::<i64>("", "n").unwrap(), 2, "the rolled-back widget is gone too");
+    eventually(WAIT, "outbox drained", || async { (h.outbox.pending().await.unwrap() == 0).then_some(()) })
+        .await;
 }
 
 #[tokio::test]
 async fn published_events_keep_their_cloudevents_attributes() {
     let h = harness().await;
-    let mut subscription = h
-        .bus
-        .subscribe(&ConsumerSpec::new("it-attrs", "rp.widget.created"))
-        .await
-        .unwrap();
+    let mut subscription =
+        h.bus.subscribe(&ConsumerSpec::new("it-attrs", "rp.widget.created")).await.unwrap();
     let mut event = widget_event("attrs");
     event.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     h.bus.publish(&event).await.unwrap();
-    let delivery = tokio::time::timeout(WAIT, subscription.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let delivery = tokio::time::timeout(WAIT, subscription.next()).await.unwrap().unwrap().unwrap();
     let received = delivery.event.clone();
     delivery.ack().await.unwrap();
     assert_eq!(received.id, event.id);
@@ -204,21 +165,14 @@ async fn published_events_keep_their_cloudevents_attributes() {
     assert_eq!(received.event_type, "rp.widget.created");
     assert_eq!(received.subject, "widgets/attrs");
     assert_eq!(received.traceparent, event.traceparent);
-    assert_eq!(
-        received.time.timestamp_micros(),
-        event.time.timestamp_micros()
-    );
+    assert_eq!(received.time.timestamp_micros(), event.time.timestamp_micros());
     assert_eq!(received.data, event.data);
 }
 
 #[tokio::test]
 async fn the_same_event_id_published_twice_is_delivered_once() {
     let h = harness().await;
-    let mut subscription = h
-        .bus
-        .subscribe(&ConsumerSpec::new("it-dedup", "rp.widget.>"))
-        .await
-        .unwrap();
+    let mut subscription = h.bus.subscribe(&ConsumerSpec::new("it-dedup", "rp.widget.>")).await.unwrap();
     let event = widget_event("dup");
     h.bus.publish(&event).await.unwrap();
     h.bus.publish(&event).await.unwrap();
@@ -235,10 +189,7 @@ async fn a_nak_redelivers_and_members_of_a_group_share_the_work() {
     let mut first = h.bus.subscribe(&spec).await.unwrap();
     let mut second = h.bus.subscribe(&spec).await.unwrap();
     for i in 0..20 {
-        h.bus
-            .publish(&widget_event(&format!("w{i}")))
-            .await
-            .unwrap();
+        h.bus.publish(&widget_event(&format!("w{i}"))).await.unwrap();
     }
     let mut received = HashSet::new();
     let mut naked_once = false;
@@ -273,18 +224,12 @@ async fn inbox_claims_each_event_once_per_consumer() {
     let id = uuid::Uuid::now_v7();
     let txn = h.db.begin_write().await.unwrap();
     assert!(inbox::claim(&txn, "notifier", id).await.unwrap());
-    assert!(
-        !inbox::claim(&txn, "notifier", id).await.unwrap(),
-        "second claim in the same transaction"
-    );
+    assert!(!inbox::claim(&txn, "notifier", id).await.unwrap(), "second claim in the same transaction");
     // The transaction is still usable after the duplicate (no aborted transaction on PostgreSQL).
     assert!(inbox::claim(&txn, "audit", id).await.unwrap());
     txn.commit().await.unwrap();
     let txn = h.db.conn.begin().await.unwrap();
-    assert!(
-        !inbox::claim(&txn, "notifier", id).await.unwrap(),
-        "claim survives commit"
-    );
+    assert!(!inbox::claim(&txn, "notifier", id).await.unwrap(), "claim survives commit");
     txn.rollback().await.unwrap();
 }
 
@@ -338,11 +283,7 @@ async fn with_the_bus_down_writes_succeed_and_events_arrive_once_after_it_return
         None => rp_events::connect(&env.config.nats).await.unwrap(),
     };
     let h = harness_with(env, bus).await;
-    let mut subscription = h
-        .bus
-        .subscribe(&ConsumerSpec::new("it-outage", "rp.widget.>"))
-        .await
-        .unwrap();
+    let mut subscription = h.bus.subscribe(&ConsumerSpec::new("it-outage", "rp.widget.>")).await.unwrap();
 
     // Take the bus down.
     match (&switch, nats.as_mut()) {
@@ -354,11 +295,7 @@ async fn with_the_bus_down_writes_succeed_and_events_arrive_once_after_it_return
     for i in 0..5 {
         written.push(write_widget(&h, &format!("o{i}"), true).await.id);
     }
-    assert_eq!(
-        h.outbox.pending().await.unwrap(),
-        5,
-        "all five wait in the outbox"
-    );
+    assert_eq!(h.outbox.pending().await.unwrap(), 5, "all five wait in the outbox");
 
     // Bring it back.
     match (&switch, nats.as_mut()) {
@@ -371,8 +308,6 @@ async fn with_the_bus_down_writes_succeed_and_events_arrive_once_after_it_return
     let ids: Vec<_> = seen.iter().map(|e| e.id).collect();
     written.push(marker.id);
     assert_eq!(ids, written, "each event once, in commit order");
-    eventually(WAIT, "outbox drained", || async {
-        (h.outbox.pending().await.unwrap() == 0).then_some(())
-    })
-    .await;
+    eventually(WAIT, "outbox drained", || async { (h.outbox.pending().await.unwrap() == 0).then_some(()) })
+        .await;
 }

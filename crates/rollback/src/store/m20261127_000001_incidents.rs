@@ -24,7 +24,13 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                Index::create().name("incidents_app_status").table("incidents").col("app").col("status").if_not_exists().to_owned(),
+                Index::create()
+                    .name("incidents_app_status")
+                    .table("incidents")
+                    .col("app")
+                    .col("status")
+                    .if_not_exists()
+                    .to_owned(),
             )
             .await?;
         Ok(())

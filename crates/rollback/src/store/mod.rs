@@ -11,6 +11,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(rp_events::outbox::migration::Migration), Box::new(m20261127_000001_incidents::Migration)]
+        vec![
+            Box::new(rp_events::outbox::migration::Migration),
+            Box::new(m20261127_000001_incidents::Migration),
+        ]
     }
 }

@@ -1,0 +1,63 @@
+//! gRPC clients of the services, with deadlines and trace-context propagation.
+
+use std::time::Duration;
+
+use rp_config::Config;
+use rp_proto::{
+    auth::v1::auth_service_client::AuthServiceClient,
+    notifier::v1::notifier_service_client::NotifierServiceClient,
+    release::v1::release_service_client::ReleaseServiceClient,
+    rollback::v1::rollback_service_client::RollbackServiceClient,
+};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
+
+type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+pub type Traced = InterceptedService<Channel, Interceptor>;
+
+/// One lazily connected channel per service; clients are cheap clones of these.
+#[derive(Clone)]
+pub struct Clients {
+    pub auth: AuthServiceClient<Traced>,
+    pub release: ReleaseServiceClient<Traced>,
+    pub rollback: RollbackServiceClient<Traced>,
+    pub notifier: NotifierServiceClient<Traced>,
+    /// Plain channels, for health checks.
+    pub channels: Vec<(&'static str, Channel)>,
+}
+
+fn channel(url: &str, deadline: Duration) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(deadline)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
+impl Clients {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let deadline = Duration::from_millis(config.gateway.grpc_deadline_ms);
+        let endpoints = &config.endpoints;
+        let interceptor: Interceptor = rp_telemetry::grpc::inject_trace_context;
+        let auth = channel(&endpoints.auth, deadline)?;
+        let release = channel(&endpoints.release, deadline)?;
+        let rollback = channel(&endpoints.rollback, deadline)?;
+        let notifier = channel(&endpoints.notifier, deadline)?;
+        Ok(Self {
+            auth: AuthServiceClient::with_interceptor(auth.clone(), interceptor),
+            release: ReleaseServiceClient::with_interceptor(release.clone(), interceptor),
+            rollback: RollbackServiceClient::with_interceptor(rollback.clone(), interceptor),
+            notifier: NotifierServiceClient::with_interceptor(notifier.clone(), interceptor),
+            channels: vec![
+                ("auth", auth),
+                ("release", release),
+                ("rollback", rollback),
+                ("notifier", notifier),
+            ],
+        })
+    }
+}

@@ -1,0 +1,317 @@
+//! JSON shapes of the REST API (and their OpenAPI schemas), converted from the gRPC messages.
+
+use chrono::{DateTime, Utc};
+use rp_identity::Role;
+use rp_proto::{
+    auth::v1 as auth, notifier::v1 as notifier, release::v1 as release, rollback::v1 as rollback,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+fn time(ts: Option<rp_proto::Timestamp>) -> Option<DateTime<Utc>> {
+    ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+}
+
+fn roles(values: &[i32]) -> Vec<Role> {
+    values.iter().filter_map(|v| Role::from_proto(*v)).collect()
+}
+
+pub fn roles_to_pb(roles: &[Role]) -> Vec<i32> {
+    roles.iter().map(|r| r.to_proto() as i32).collect()
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[schema(example = "admin@example.com")]
+    pub email: String,
+    #[schema(format = Password)]
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// Short-lived JWT (EdDSA) to send as `Authorization: Bearer`.
+    pub access_token: String,
+    /// Single-use token for `POST /api/v1/auth/refresh`; rotated on every use.
+    pub refresh_token: String,
+    /// Access-token lifetime in seconds.
+    pub expires_in: i64,
+    /// Always `Bearer`.
+    pub token_type: String,
+}
+
+impl From<auth::TokenPair> for TokenResponse {
+    fn from(pair: auth::TokenPair) -> Self {
+        Self {
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            expires_in: pair.expires_in,
+            token_type: pair.token_type,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub roles: Vec<Role>,
+    pub disabled: bool,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<auth::User> for User {
+    fn from(user: auth::User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email,
+            display_name: user.display_name,
+            roles: roles(&user.roles),
+            disabled: user.disabled,
+            created_at: time(user.created_at),
+            updated_at: time(user.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUserRequest {
+    pub email: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[schema(format = Password)]
+    pub password: String,
+    /// Defaults to `[viewer]`.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub display_name: Option<String>,
+    /// Replaces the user's roles.
+    pub roles: Option<Vec<Role>>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    /// Required when changing your own password.
+    #[serde(default)]
+    #[schema(format = Password)]
+    pub current_password: String,
+    #[schema(format = Password)]
+    pub new_password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<User>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1-200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub page_size: Option<i32>,
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    /// First characters of the secret.
+    pub prefix: String,
+    pub roles: Vec<Role>,
+    pub owner_id: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<auth::ApiToken> for ApiToken {
+    fn from(token: auth::ApiToken) -> Self {
+        Self {
+            id: token.id,
+            name: token.name,
+            prefix: token.prefix,
+            roles: roles(&token.roles),
+            owner_id: token.owner_id,
+            created_at: time(token.created_at),
+            expires_at: time(token.expires_at),
+            last_used_at: time(token.last_used_at),
+            revoked_at: time(token.revoked_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiTokenRequest {
+    pub name: String,
+    /// Must be roles you hold yourself.
+    pub roles: Vec<Role>,
+    /// Lifetime in seconds; omit for a token that does not expire.
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub ttl_seconds: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiToken {
+    pub token: ApiToken,
+    /// The token itself. Shown only in this response: store it now.
+    pub secret: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TokenListQuery {
+    #[serde(default)]
+    pub include_revoked: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiTokenList {
+    pub items: Vec<ApiToken>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SigningKey {
+    pub kid: String,
+    pub algorithm: String,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl From<auth::RotateSigningKeyResponse> for SigningKey {
+    fn from(key: auth::RotateSigningKeyResponse) -> Self {
+        Self { kid: key.kid, algorithm: key.algorithm, created_at: time(key.created_at) }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct App {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub owner_team: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<release::App> for App {
+    fn from(app: release::App) -> Self {
+        Self {
+            id: app.id,
+            name: app.name,
+            description: app.description,
+            owner_team: app.owner_team,
+            created_at: time(app.created_at),
+            updated_at: time(app.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAppRequest {
+    /// 2-63 lowercase letters, digits and inner dashes.
+    #[schema(example = "checkout")]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub owner_team: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppPage {
+    pub items: Vec<App>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Incident {
+    pub id: String,
+    pub app: String,
+    pub environment: String,
+    pub deployment_id: String,
+    pub status: String,
+    pub summary: String,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+impl From<rollback::Incident> for Incident {
+    fn from(i: rollback::Incident) -> Self {
+        Self {
+            id: i.id,
+            app: i.app,
+            environment: i.environment,
+            deployment_id: i.deployment_id,
+            status: i.status,
+            summary: i.summary,
+            opened_at: time(i.opened_at),
+            resolved_at: time(i.resolved_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IncidentQuery {
+    pub app: Option<String>,
+    /// `open` or `resolved`.
+    pub status: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
+    pub page_size: Option<i32>,
+    pub page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IncidentPage {
+    pub items: Vec<Incident>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Channel {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub enabled: bool,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl From<notifier::Channel> for Channel {
+    fn from(c: notifier::Channel) -> Self {
+        Self { id: c.id, name: c.name, kind: c.kind, enabled: c.enabled, created_at: time(c.created_at) }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelList {
+    pub items: Vec<Channel>,
+}
+
+/// Empty string → absent.
+pub fn next_token(token: String) -> Option<String> {
+    Some(token).filter(|t| !t.is_empty())
+}

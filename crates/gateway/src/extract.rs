@@ -1,0 +1,90 @@
+//! Extractors: the caller context forwarded to services, and JSON bodies whose rejections are
+//! problem documents.
+
+use axum::{
+    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
+    http::{StatusCode, header, request::Parts},
+};
+use serde::de::DeserializeOwned;
+use tonic::metadata::MetadataValue;
+
+use crate::{middleware::ClientIp, problem::Problem};
+
+/// What a service needs to know about the HTTP caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub authorization: Option<String>,
+    pub request_id: Option<String>,
+    pub client_ip: Option<String>,
+}
+
+impl Caller {
+    /// Wraps `body` in a gRPC request carrying the caller's credentials, request id and address.
+    pub fn grpc<T>(&self, body: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(body);
+        let metadata = request.metadata_mut();
+        let pairs = [
+            ("authorization", &self.authorization),
+            ("x-request-id", &self.request_id),
+            ("x-rp-client-ip", &self.client_ip),
+        ];
+        for (key, value) in pairs {
+            if let Some(value) = value.as_deref().and_then(|v| MetadataValue::try_from(v).ok()) {
+                metadata.insert(key, value);
+            }
+        }
+        request
+    }
+
+    /// Refuses anonymous calls early, with the right status and header.
+    pub fn require_token(&self) -> Result<(), Problem> {
+        match &self.authorization {
+            Some(value) if rp_identity::bearer(value).is_some() => Ok(()),
+            Some(_) => Err(Problem::unauthorized("the Authorization header must be \"Bearer <token>\"")),
+            None => Err(Problem::unauthorized("this endpoint needs a bearer token")),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(Self {
+            authorization: header(header::AUTHORIZATION.as_str()),
+            request_id: header("x-request-id"),
+            client_ip: parts.extensions.get::<ClientIp>().map(|c| c.0.to_string()),
+        })
+    }
+}
+
+/// `Json<T>` whose rejections are problem+json with a precise message.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonDataError(err) => Problem::validation(err.body_text()),
+                JsonRejection::JsonSyntaxError(err) => Problem::bad_request(err.body_text()),
+                JsonRejection::MissingJsonContentType(_) => Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as JSON with Content-Type: application/json",
+                ),
+                JsonRejection::BytesRejection(err) if err.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "request body is too large",
+                    )
+                }
+                other => Problem::bad_request(other.body_text()),
+            }),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Incidents opened by automatic rollbacks.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use rp_proto::rollback::v1 as pb;
+
+use super::{ApiQuery, AppState, PROBLEM};
+use crate::{dto::*, extract::Caller, problem::Problem};
+
+/// List incidents, newest first.
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", security(("bearer" = [])), params(IncidentQuery),
+    responses(
+        (status = 200, description = "A page of incidents", body = IncidentPage),
+        (status = 422, description = "Invalid filter", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn list_incidents(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<IncidentQuery>,
+) -> Result<Json<IncidentPage>, Problem> {
+    caller.require_token()?;
+    let request = caller.grpc(pb::ListIncidentsRequest {
+        app: query.app.unwrap_or_default(),
+        status: query.status.unwrap_or_default(),
+        page_size: query.page_size.unwrap_or(0),
+        page_token: query.page_token.unwrap_or_default(),
+    });
+    let page = state.clients.rollback.clone().list_incidents(request).await?.into_inner();
+    Ok(Json(IncidentPage {
+        items: page.incidents.into_iter().map(Incident::from).collect(),
+        next_page_token: next_token(page.next_page_token),
+    }))
+}
+
+/// Get an incident.
+#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Incident id")),
+    responses(
+        (status = 200, description = "The incident", body = Incident),
+        (status = 404, description = "No such incident", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn get_incident(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Incident>, Problem> {
+    caller.require_token()?;
+    let incident = state
+        .clients
+        .rollback
+        .clone()
+        .get_incident(caller.grpc(pb::GetIncidentRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(incident.into()))
+}
