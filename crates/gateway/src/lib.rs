@@ -132,7 +132,9 @@ pub fn app(config: &Config, clients: Clients, limits: Arc<RateLimits>) -> Router
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(gateway.request_timeout_secs),
         ));
-    routes.layer(middleware)
+    // Wrapping the router as one service (not `routes.layer`, which layers each route) lets the
+    // middleware see the finished response, including the `Allow` header of a 405.
+    Router::new().fallback_service(routes).layer(middleware)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
