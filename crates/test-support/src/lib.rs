@@ -64,6 +64,8 @@ pub struct TestEnv {
     /// Unique id of this environment (schema prefix, stream and subject suffix).
     pub id: String,
     pub backend: Backend,
+    /// The `RP_…` variables the configuration was built from, for tests that start the binary.
+    pub vars: HashMap<String, String>,
     dir: tempfile::TempDir,
 }
 
@@ -115,7 +117,7 @@ impl TestEnv {
             set(key, value);
         }
         let config = Config::load(None, &vars).expect("test configuration is valid");
-        Self { config, id, backend, dir }
+        Self { config, id, backend, vars, dir }
     }
 
     pub fn dir(&self) -> &Path {
