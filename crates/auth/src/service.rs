@@ -298,10 +298,10 @@ impl AuthCore {
 
     /// The current signing key, from cache or the database.
     async fn signer(&self) -> Result<(String, jsonwebtoken::EncodingKey)> {
-        if let Some(signer) = self.signer.read().await.as_ref() {
-            if signer.loaded.elapsed() < SIGNER_CACHE {
-                return Ok((signer.kid.clone(), signer.key.clone()));
-            }
+        if let Some(signer) = self.signer.read().await.as_ref()
+            && signer.loaded.elapsed() < SIGNER_CACHE
+        {
+            return Ok((signer.kid.clone(), signer.key.clone()));
         }
         let current = self.current_key().await?.ok_or_else(|| E::Internal("no signing key".into()))?;
         let key = keys::encoding_key(&current.private_key).map_err(E::Internal)?;

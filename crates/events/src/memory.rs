@@ -103,10 +103,10 @@ impl EventBus for InProcessBus {
             return Ok(());
         }
         state.seen_order.push_back(event.id);
-        if state.seen_order.len() > DEDUP_IDS {
-            if let Some(old) = state.seen_order.pop_front() {
-                state.seen_ids.remove(&old);
-            }
+        if state.seen_order.len() > DEDUP_IDS
+            && let Some(old) = state.seen_order.pop_front()
+        {
+            state.seen_ids.remove(&old);
         }
         state.retained.push_back(event.clone());
         if state.retained.len() > RETAINED_EVENTS {

@@ -9,13 +9,8 @@ use rp_proto::{
     release::v1::release_service_client::ReleaseServiceClient,
     rollback::v1::rollback_service_client::RollbackServiceClient,
 };
-use tonic::{
-    service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint},
-};
-
-type Interceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
-pub type Traced = InterceptedService<Channel, Interceptor>;
+use rp_telemetry::grpc::{TracedChannel as Traced, traced};
+use tonic::transport::{Channel, Endpoint};
 
 /// One lazily connected channel per service; clients are cheap clones of these.
 #[derive(Clone)]
@@ -42,16 +37,15 @@ impl Clients {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let deadline = Duration::from_millis(config.gateway.grpc_deadline_ms);
         let endpoints = &config.endpoints;
-        let interceptor: Interceptor = rp_telemetry::grpc::inject_trace_context;
         let auth = channel(&endpoints.auth, deadline)?;
         let release = channel(&endpoints.release, deadline)?;
         let rollback = channel(&endpoints.rollback, deadline)?;
         let notifier = channel(&endpoints.notifier, deadline)?;
         Ok(Self {
-            auth: AuthServiceClient::with_interceptor(auth.clone(), interceptor),
-            release: ReleaseServiceClient::with_interceptor(release.clone(), interceptor),
-            rollback: RollbackServiceClient::with_interceptor(rollback.clone(), interceptor),
-            notifier: NotifierServiceClient::with_interceptor(notifier.clone(), interceptor),
+            auth: AuthServiceClient::new(traced(auth.clone())),
+            release: ReleaseServiceClient::new(traced(release.clone())),
+            rollback: RollbackServiceClient::new(traced(rollback.clone())),
+            notifier: NotifierServiceClient::new(traced(notifier.clone())),
             channels: vec![
                 ("auth", auth),
                 ("release", release),

@@ -27,12 +27,7 @@ pub trait KeySource: Send + Sync {
 
 /// Keys and API tokens fetched from the auth service over gRPC.
 pub struct GrpcKeySource {
-    client: AuthServiceClient<
-        tonic::service::interceptor::InterceptedService<
-            Channel,
-            fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
-        >,
-    >,
+    client: AuthServiceClient<rp_telemetry::grpc::TracedChannel>,
 }
 
 impl GrpcKeySource {
@@ -43,9 +38,7 @@ impl GrpcKeySource {
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(5))
             .connect_lazy();
-        let interceptor: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> =
-            rp_telemetry::grpc::inject_trace_context;
-        Ok(Self { client: AuthServiceClient::with_interceptor(channel, interceptor) })
+        Ok(Self { client: AuthServiceClient::new(rp_telemetry::grpc::traced(channel)) })
     }
 }
 
@@ -172,10 +165,10 @@ impl Authenticator {
         {
             let cache = self.inner.keys.read().await;
             let fresh = cache.fetched_at.is_some_and(|at| at.elapsed() < refresh_every);
-            if let Some(key) = cache.keys.get(kid) {
-                if fresh {
-                    return Ok(Some(key.clone()));
-                }
+            if let Some(key) = cache.keys.get(kid)
+                && fresh
+            {
+                return Ok(Some(key.clone()));
             }
         }
         // Unknown kid (a rotation happened, or a forgery) or stale cache. Fetches are serialised
@@ -185,10 +178,10 @@ impl Authenticator {
         let fetched_since_asked = last.is_some_and(|at| at >= asked_at);
         if !fetched_since_asked {
             let min_gap = Duration::from_millis(self.inner.config.jwks_min_refetch_ms);
-            if let Some(elapsed) = last.map(|at| at.elapsed()) {
-                if elapsed < min_gap {
-                    tokio::time::sleep(min_gap - elapsed).await;
-                }
+            if let Some(elapsed) = last.map(|at| at.elapsed())
+                && elapsed < min_gap
+            {
+                tokio::time::sleep(min_gap - elapsed).await;
             }
             *last = Some(Instant::now());
             match self.inner.source.jwks().await {
@@ -217,10 +210,10 @@ impl Authenticator {
     async fn resolve_api_token(&self, token: &str) -> Result<Principal, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let ttl = Duration::from_secs(self.inner.config.api_token_cache_secs);
-        if let Some((principal, at)) = self.inner.api_tokens.lock().await.get(&digest) {
-            if at.elapsed() < ttl {
-                return Ok(principal.clone());
-            }
+        if let Some((principal, at)) = self.inner.api_tokens.lock().await.get(&digest)
+            && at.elapsed() < ttl
+        {
+            return Ok(principal.clone());
         }
         let principal = self.inner.source.resolve_api_token(token).await?;
         let mut cache = self.inner.api_tokens.lock().await;

@@ -70,7 +70,11 @@ fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> ExitCode {
     match command {
         Command::Config { command: ConfigCommand::Dump } => {
-            print!("{}", config.dump());
+            // The dump is the command's output, not a log line.
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{}", config.dump());
+            }
             ExitCode::SUCCESS
         }
         Command::Healthcheck { roles } => {

@@ -53,10 +53,10 @@ impl ReleaseCore {
             return Err(E::Invalid("description is limited to 2000 and owner_team to 100 characters".into()));
         }
         let scope = format!("create_app:{}", actor.actor_id());
-        if !idempotency_key.is_empty() {
-            if let Some(id) = idempotency::lookup(&self.db.conn, &scope, idempotency_key).await? {
-                return self.get_app(&id).await;
-            }
+        if !idempotency_key.is_empty()
+            && let Some(id) = idempotency::lookup(&self.db.conn, &scope, idempotency_key).await?
+        {
+            return self.get_app(&id).await;
         }
         let now = Utc::now();
         let txn = self.db.begin_write().await?;

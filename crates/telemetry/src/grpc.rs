@@ -146,11 +146,23 @@ pub fn inject_trace_context(mut request: tonic::Request<()>) -> Result<tonic::Re
     let mut headers = http::HeaderMap::new();
     propagation::inject_headers(&mut headers);
     for (name, value) in headers.iter() {
-        if let Ok(value) = tonic::metadata::MetadataValue::try_from(value.as_bytes()) {
-            if let Ok(key) = tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()) {
-                request.metadata_mut().insert(key, value);
-            }
+        if let Ok(value) = tonic::metadata::MetadataValue::try_from(value.as_bytes())
+            && let Ok(key) = tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes())
+        {
+            request.metadata_mut().insert(key, value);
         }
     }
     Ok(request)
+}
+
+/// The signature of [`inject_trace_context`], for naming client types.
+pub type TraceInterceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+
+/// A channel whose calls carry the caller's trace context.
+pub type TracedChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TraceInterceptor>;
+
+/// Wraps `channel` so every call sends the current trace context.
+pub fn traced(channel: tonic::transport::Channel) -> TracedChannel {
+    tonic::service::interceptor::InterceptedService::new(channel, inject_trace_context as TraceInterceptor)
 }

@@ -41,10 +41,10 @@ impl TelemetryGuard {
     }
 
     fn flush(&mut self) {
-        if let Some(provider) = self.provider.take() {
-            if let Err(err) = provider.shutdown() {
-                eprintln!("trace exporter shutdown failed: {err}");
-            }
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("trace exporter shutdown failed: {err}");
         }
     }
 }
