@@ -15,6 +15,8 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 pub struct TestSystem {
     pub app: App,
     pub http: reqwest::Client,
+    /// Values that must live as long as the system (the test environment's directory).
+    guards: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 impl TestSystem {
@@ -24,7 +26,13 @@ impl TestSystem {
         config.auth.bootstrap_admin.password = Some(rp_config::Secret::new(ADMIN_PASSWORD));
         let app = App::start(config, roles, CancellationToken::new()).await?;
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
-        Ok(Self { app, http })
+        Ok(Self { app, http, guards: Vec::new() })
+    }
+
+    /// Keeps `guard` (e.g. the test environment owning the data directory) alive with the system.
+    pub fn hold(mut self, guard: impl std::any::Any + Send) -> Self {
+        self.guards.push(Box::new(guard));
+        self
     }
 
     fn addr(&self, name: &str, admin: bool) -> SocketAddr {

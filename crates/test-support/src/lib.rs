@@ -125,6 +125,51 @@ impl TestEnv {
     }
 }
 
+impl Drop for TestEnv {
+    /// Distributed mode leaves no trace: the test's JetStream stream and PostgreSQL schemas are
+    /// deleted (best effort, on a thread of its own since drop may run inside a runtime).
+    fn drop(&mut self) {
+        if self.backend != Backend::Distributed {
+            return;
+        }
+        let (id, stream) = (self.id.clone(), self.config.nats.stream.clone());
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), cleanup_distributed(&id, &stream)).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+async fn cleanup_distributed(id: &str, stream: &str) {
+    if let Ok(client) = async_nats::connect(nats_url().trim_start_matches("nats://")).await {
+        let _ = async_nats::jetstream::new(client).delete_stream(stream).await;
+    }
+    use sea_orm::ConnectionTrait as _;
+    let mut options = sea_orm::ConnectOptions::new(database_url());
+    options.max_connections(1).min_connections(0).sqlx_logging(false);
+    if let Ok(db) = sea_orm::Database::connect(options).await {
+        let _ = db.execute_unprepared("SET lock_timeout = '2s'").await;
+        for service in ["auth", "release", "rollback", "notifier", "evtest"] {
+            let _ =
+                db.execute_unprepared(&format!("DROP SCHEMA IF EXISTS \"t{id}_{service}\" CASCADE")).await;
+        }
+        let _ = db.close().await;
+    }
+}
+
+/// A gRPC request carrying `Authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, body: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    let value = format!("Bearer {token}").parse().expect("a token is a valid header value");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
 impl Default for TestEnv {
     fn default() -> Self {
         Self::new()

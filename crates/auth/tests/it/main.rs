@@ -6,7 +6,7 @@ use futures::StreamExt as _;
 use rp_identity::{Authenticator, GrpcKeySource, Role};
 use rp_proto::auth::v1::{self as pb, auth_service_client::AuthServiceClient};
 use rp_runtime::{CancellationToken, Listeners, RunningService};
-use rp_test_support::TestEnv;
+use rp_test_support::{TestEnv, authed};
 use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 
 const ADMIN_EMAIL: &str = "root@example.com";
@@ -43,14 +43,6 @@ async fn start_env(env: TestEnv) -> Auth {
 
 async fn start() -> Auth {
     start_with(&[]).await
-}
-
-fn authed<T>(token: &str, body: T) -> Request<T> {
-    let mut request = Request::new(body);
-    request
-        .metadata_mut()
-        .insert("authorization", MetadataValue::try_from(format!("Bearer {token}")).unwrap());
-    request
 }
 
 fn from_ip<T>(ip: &str, body: T) -> Request<T> {

@@ -11,7 +11,10 @@ async fn system() -> TestSystem {
 }
 
 async fn system_with(extra: &[(&str, &str)]) -> TestSystem {
-    TestSystem::start(TestEnv::with_env(extra).config, &[]).await.expect("system starts")
+    {
+        let env = TestEnv::with_env(extra);
+        TestSystem::start(env.config.clone(), &[]).await.expect("system starts").hold(env)
+    }
 }
 
 /// Asserts a problem+json response and returns its body.
@@ -469,7 +472,7 @@ async fn a_service_outage_is_a_503_without_internal_details() {
     let mut env = TestEnv::new();
     let closed = rp_test_support::free_port();
     env.config.endpoints.auth = format!("http://127.0.0.1:{closed}");
-    let system = TestSystem::start(env.config, &[Role::Gateway]).await.unwrap();
+    let system = TestSystem::start(env.config.clone(), &[Role::Gateway]).await.unwrap().hold(env);
     let response = system
         .http
         .post(system.url("/api/v1/auth/login"))

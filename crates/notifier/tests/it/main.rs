@@ -2,21 +2,18 @@
 
 use release_pilot::{Role, testing::TestSystem};
 use rp_proto::notifier::v1::{self as pb, notifier_service_client::NotifierServiceClient};
-use rp_test_support::TestEnv;
-use tonic::{Code, Request, metadata::MetadataValue};
-
-fn authed<T>(token: &str, body: T) -> Request<T> {
-    let mut request = Request::new(body);
-    request
-        .metadata_mut()
-        .insert("authorization", MetadataValue::try_from(format!("Bearer {token}")).unwrap());
-    request
-}
+use rp_test_support::{TestEnv, authed};
+use tonic::{Code, Request};
 
 #[tokio::test]
 async fn channels_are_listed_and_read_by_authenticated_callers() {
-    let system =
-        TestSystem::start(TestEnv::new().config, &[Role::Auth, Role::Notifier, Role::Gateway]).await.unwrap();
+    let system = {
+        let env = TestEnv::new();
+        TestSystem::start(env.config.clone(), &[Role::Auth, Role::Notifier, Role::Gateway])
+            .await
+            .unwrap()
+            .hold(env)
+    };
     let token = system.admin_token().await;
     let mut client = NotifierServiceClient::connect(system.grpc_endpoint("notifier")).await.unwrap();
     let list = client.list_channels(authed(&token, pb::ListChannelsRequest {})).await.unwrap().into_inner();

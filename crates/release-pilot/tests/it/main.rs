@@ -16,7 +16,10 @@ const SERVICES: [(&str, &str); 4] = [
 ];
 
 async fn system() -> TestSystem {
-    TestSystem::start(TestEnv::new().config, &[]).await.expect("system starts")
+    {
+        let env = TestEnv::new();
+        TestSystem::start(env.config.clone(), &[]).await.expect("system starts").hold(env)
+    }
 }
 
 #[tokio::test]
@@ -136,7 +139,10 @@ async fn every_grpc_service_reports_serving_and_lists_itself_through_reflection_
 
 #[tokio::test]
 async fn serve_with_roles_runs_only_those_roles() {
-    let system = TestSystem::start(TestEnv::new().config, &[Role::Auth, Role::Release]).await.unwrap();
+    let system = {
+        let env = TestEnv::new();
+        TestSystem::start(env.config.clone(), &[Role::Auth, Role::Release]).await.unwrap().hold(env)
+    };
     let mut names: Vec<&str> = system.app.services.iter().map(|s| s.name).collect();
     names.sort();
     assert_eq!(names, ["auth", "release"]);

@@ -11,9 +11,9 @@ use rp_proto::{
     release::v1::{self as pb, release_service_client::ReleaseServiceClient},
 };
 use rp_runtime::{CancellationToken, Listeners};
-use rp_test_support::TestEnv;
+use rp_test_support::{TestEnv, authed};
 use sea_orm::{EntityTrait as _, QueryOrder as _};
-use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+use tonic::{Code, Request, transport::Channel};
 
 const ADMIN_EMAIL: &str = "root@example.com";
 const ADMIN_PASSWORD: &str = "root-password-123";
@@ -48,14 +48,6 @@ async fn stack() -> Stack {
         bus,
         _stop: shutdown.drop_guard(),
     }
-}
-
-fn authed<T>(token: &str, body: T) -> Request<T> {
-    let mut request = Request::new(body);
-    request
-        .metadata_mut()
-        .insert("authorization", MetadataValue::try_from(format!("Bearer {token}")).unwrap());
-    request
 }
 
 impl Stack {
