@@ -71,9 +71,13 @@ impl AuthCore {
 
     /// Checks throttles, then the password; issues an access token and a new refresh family.
     pub async fn login(&self, email: &str, password: &str, client_ip: &str) -> Result<TokenPair> {
-        let email = email.trim().to_lowercase();
         if email.is_empty() || password.is_empty() {
             return Err(E::Invalid("email and password are required".into()));
+        }
+        let email = email.trim().to_lowercase();
+        if email.is_empty() || rp_runtime::validate::text("email", &email, 254, false).is_err() {
+            // No account can have such an address: the usual answer, without a lookup.
+            return Err(E::Unauthenticated("invalid email or password".into()));
         }
         self.check_throttle(&email, client_ip).await?;
         let user = users::Entity::find().filter(users::Column::Email.eq(&email)).one(&self.db.conn).await?;
@@ -199,6 +203,9 @@ impl AuthCore {
     /// family is revoked, so the thief's copy and the owner's both stop working.
     pub async fn refresh(&self, token: &str, client_ip: &str) -> Result<TokenPair> {
         let invalid = || E::Unauthenticated("invalid or expired refresh token".into());
+        if token.is_empty() || token.len() > 512 {
+            return Err(invalid());
+        }
         let stored = refresh_tokens::Entity::find()
             .filter(refresh_tokens::Column::TokenHash.eq(secrets::digest(token)))
             .one(&self.db.conn)
@@ -481,8 +488,9 @@ impl AuthCore {
         if let Some(role) = roles.iter().find(|r| !actor.has_role(**r)) {
             return Err(E::Forbidden(format!("you cannot grant the role {role} that you do not hold")));
         }
-        if ttl_seconds < 0 {
-            return Err(E::Invalid("ttl_seconds must not be negative".into()));
+        // Ten years at most: enough for any CI secret, and far from date arithmetic overflow.
+        if !(0..=315_360_000).contains(&ttl_seconds) {
+            return Err(E::Invalid("ttl_seconds must be between 0 (no expiry) and 315360000 (ten years)".into()));
         }
         let owner_id = parse_id(&actor.subject)?;
         let secret = secrets::api_token();
@@ -729,9 +737,12 @@ impl AuthCore {
             return Err(E::Forbidden("only administrators can change other users' passwords".into()));
         }
         validate::password(new, self.config.auth.password_min_length).map_err(E::Invalid)?;
+        if current.chars().count() > 1024 {
+            return Err(E::Invalid("current_password must be at most 1024 characters".into()));
+        }
         if is_self && !passwords::verify_blocking(current.to_owned(), Some(user.password_hash.clone())).await
         {
-            return Err(E::Invalid("current password is wrong".into()));
+            return Err(E::Forbidden("current password is wrong".into()));
         }
         let hash = passwords::hash_blocking(new.to_owned()).await.map_err(E::Internal)?;
         let txn = self.db.begin_write().await?;

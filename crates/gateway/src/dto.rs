@@ -23,15 +23,16 @@ pub fn roles_to_pb(roles: &[Role]) -> Vec<i32> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(example = "admin@example.com")]
+    #[schema(example = "admin@example.com", min_length = 1, max_length = 254)]
     pub email: String,
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1, max_length = 1024)]
     pub password: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    #[schema(min_length = 1, max_length = 512)]
     pub refresh_token: String,
 }
 
@@ -86,10 +87,18 @@ impl From<auth::User> for User {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    #[schema(
+        pattern = r"^[^@\s\u0000-\u001f\u007f-\u009f]+@[^@\s.\u0000-\u001f\u007f-\u009f][^@\s\u0000-\u001f\u007f-\u009f]*$",
+        max_length = 254,
+        example = "dev@example.com"
+    )]
     pub email: String,
+    /// Defaults to the part of the e-mail before `@`.
     #[serde(default)]
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub display_name: String,
-    #[schema(format = Password)]
+    /// At least `auth.password_min_length` characters (12 by default).
+    #[schema(format = Password, min_length = 12, max_length = 1024)]
     pub password: String,
     /// Defaults to `[viewer]`.
     #[serde(default)]
@@ -99,8 +108,10 @@ pub struct CreateUserRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub display_name: Option<String>,
     /// Replaces the user's roles.
+    #[schema(min_items = 1)]
     pub roles: Option<Vec<Role>>,
     pub disabled: Option<bool>,
 }
@@ -110,9 +121,10 @@ pub struct UpdateUserRequest {
 pub struct ChangePasswordRequest {
     /// Required when changing your own password.
     #[serde(default)]
-    #[schema(format = Password)]
+    #[schema(format = Password, max_length = 1024)]
     pub current_password: String,
-    #[schema(format = Password)]
+    /// At least `auth.password_min_length` characters (12 by default).
+    #[schema(format = Password, min_length = 12, max_length = 1024)]
     pub new_password: String,
 }
 
@@ -123,12 +135,32 @@ pub struct UserPage {
     pub next_page_token: Option<String>,
 }
 
+/// A page size outside 1-200 is a client error, not something to clamp silently.
+pub fn check_page_size(page_size: Option<i32>) -> Result<i32, crate::problem::Problem> {
+    match page_size {
+        None => Ok(0),
+        Some(n) if (1..=200).contains(&n) => Ok(n),
+        Some(n) => Err(crate::problem::Problem::validation(format!("page_size must be between 1 and 200, not {n}"))),
+    }
+}
+
+/// A page token is the id of the last item seen; an empty one is a client error.
+pub fn check_page_token(token: Option<String>) -> Result<String, crate::problem::Problem> {
+    match token {
+        None => Ok(String::new()),
+        Some(token) if uuid::Uuid::parse_str(&token).is_ok() => Ok(token),
+        Some(_) => Err(crate::problem::Problem::validation("page_token must be the next_page_token of a previous page")),
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-200, default 50.
     #[param(minimum = 1, maximum = 200)]
     pub page_size: Option<i32>,
+    /// `next_page_token` of the previous page.
+    #[param(format = Uuid)]
     pub page_token: Option<String>,
 }
 
@@ -165,12 +197,14 @@ impl From<auth::ApiToken> for ApiToken {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiTokenRequest {
+    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
     /// Must be roles you hold yourself.
+    #[schema(min_items = 1)]
     pub roles: Vec<Role>,
-    /// Lifetime in seconds; omit for a token that does not expire.
-    #[serde(default)]
-    #[schema(minimum = 0)]
+    /// Lifetime in seconds, at most ten years; omit (or 0) for a token that does not expire.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 0, maximum = 315_360_000)]
     pub ttl_seconds: i64,
 }
 
@@ -233,11 +267,13 @@ impl From<release::App> for App {
 #[serde(deny_unknown_fields)]
 pub struct CreateAppRequest {
     /// 2-63 lowercase letters, digits and inner dashes.
-    #[schema(example = "checkout")]
+    #[schema(example = "checkout", pattern = "^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$")]
     pub description: String,
     #[serde(default)]
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub owner_team: String,
 }
 
@@ -277,12 +313,30 @@ impl From<rollback::Incident> for Incident {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct IncidentQuery {
+    /// App name.
+    #[param(pattern = "^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$")]
     pub app: Option<String>,
-    /// `open` or `resolved`.
-    pub status: Option<String>,
+    pub status: Option<IncidentStatus>,
     #[param(minimum = 1, maximum = 200)]
     pub page_size: Option<i32>,
+    #[param(format = Uuid)]
     pub page_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    Open,
+    Resolved,
+}
+
+impl IncidentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Open => "open",
+            IncidentStatus::Resolved => "resolved",
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -309,6 +363,18 @@ impl From<notifier::Channel> for Channel {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelList {
     pub items: Vec<Channel>,
+}
+
+/// JSON Schema's `integer` includes `5.0`: accept integral numbers written as floats.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_i64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!("expected a whole number, got {number}"))),
+    }
 }
 
 /// Empty string → absent.

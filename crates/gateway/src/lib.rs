@@ -56,7 +56,6 @@ use routes::AppState;
             or use an API token (`rp_…`) the same way. Errors are RFC 9457 problem documents.",
         license(name = "Apache-2.0")
     ),
-    modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Login, tokens and your own account"),
         (name = "users", description = "User management (administrators)"),
@@ -85,22 +84,71 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Documents the error responses every operation can give, so clients (and schemathesis) know
+/// every status code: each is a problem document.
+struct ProblemResponses;
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(problem::CONTENT_TYPE, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build())
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let has_path_params = path.contains('{');
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let mut codes = vec![
+                    ("400", "Malformed request"),
+                    ("422", "Invalid input; `detail` says which field and why"),
+                    ("429", "Rate limited; retry after `Retry-After` seconds"),
+                    ("500", "Unexpected error (logged; no internals are returned)"),
+                    ("503", "A service is temporarily unavailable"),
+                    ("504", "A service did not answer in time"),
+                ];
+                if operation.security.is_some() {
+                    codes.push(("401", "Missing, invalid or expired token"));
+                    codes.push(("403", "Authenticated, but without a role this needs"));
+                }
+                if operation.request_body.is_some() {
+                    codes.push(("409", "Conflicts with the current state; `detail` says how"));
+                    codes.push(("413", "Body larger than the configured limit"));
+                    codes.push(("415", "Body is not JSON"));
+                }
+                if has_path_params {
+                    codes.push(("404", "No such resource"));
+                }
+                for (code, description) in codes {
+                    operation.responses.responses.entry(code.to_owned()).or_insert_with(|| problem(description).into());
+                }
+            }
+        }
+    }
+}
+
 /// The OpenAPI document, as served at `/api/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, api) = routes::router().split_for_parts();
+    complete(api)
+}
+
+/// Merges the routes' paths into the document, then applies the modifiers (which need the paths).
+fn complete(paths: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
-    doc.merge(api);
+    doc.merge(paths);
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    BearerAuth.modify(&mut doc);
+    ProblemResponses.modify(&mut doc);
     doc
 }
 
 /// Builds the whole HTTP application.
 pub fn app(config: &Config, clients: Clients, limits: Arc<RateLimits>) -> Router {
     let (api_router, api) = routes::router().split_for_parts();
-    let mut doc = ApiDoc::openapi();
-    doc.merge(api);
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    let doc = Arc::new(doc);
+    let doc = Arc::new(complete(api));
     let docs_html = utoipa_scalar::Scalar::new(doc.as_ref().clone()).title("Release Pilot API").to_html();
 
     let state = AppState { clients };

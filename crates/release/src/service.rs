@@ -20,19 +20,9 @@ pub struct ReleaseCore {
     outbox: Outbox,
 }
 
-/// App names are URL path segments and label values: lowercase letters, digits, inner dashes.
+/// App names are URL path segments and label values.
 pub fn validate_app_name(name: &str) -> Result<()> {
-    let ok = (2..=63).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(E::Invalid(format!(
-            "app name {name:?} must be 2-63 characters of lowercase letters, digits and inner dashes"
-        )))
-    }
+    rp_runtime::validate::slug("app name", name)
 }
 
 impl ReleaseCore {
@@ -49,9 +39,8 @@ impl ReleaseCore {
         idempotency_key: &str,
     ) -> Result<apps::Model> {
         validate_app_name(name)?;
-        if description.len() > 2000 || owner_team.len() > 100 {
-            return Err(E::Invalid("description is limited to 2000 and owner_team to 100 characters".into()));
-        }
+        rp_runtime::validate::text("description", description, 2000, true)?;
+        rp_runtime::validate::text("owner_team", owner_team, 100, false)?;
         let scope = format!("create_app:{}", actor.actor_id());
         if !idempotency_key.is_empty()
             && let Some(id) = idempotency::lookup(&self.db.conn, &scope, idempotency_key).await?
@@ -105,6 +94,10 @@ impl ReleaseCore {
     pub async fn get_app(&self, id_or_name: &str) -> Result<apps::Model> {
         let query = match Uuid::parse_str(id_or_name) {
             Ok(id) => apps::Entity::find_by_id(id),
+            // A string that cannot be an app name names no app.
+            Err(_) if validate_app_name(id_or_name).is_err() => {
+                return Err(E::NotFound(format!("app {id_or_name:?} not found")));
+            }
             Err(_) => apps::Entity::find().filter(apps::Column::Name.eq(id_or_name)),
         };
         query.one(&self.db.conn).await?.ok_or_else(|| E::NotFound(format!("app {id_or_name} not found")))

@@ -39,6 +39,7 @@ impl RollbackService for RollbackGrpc {
         // Newest first: the page token is the last id seen, and ids are time-ordered.
         let mut query = incidents::Entity::find().order_by_desc(incidents::Column::Id).limit(page_size + 1);
         if !body.app.is_empty() {
+            rp_runtime::validate::slug("app", &body.app)?;
             query = query.filter(incidents::Column::App.eq(body.app));
         }
         if !body.status.is_empty() {

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod health;
 pub mod service;
 pub mod shutdown;
+pub mod validate;
 
 pub use admin::AdminState;
 pub use error::{ServiceError, ServiceResult};

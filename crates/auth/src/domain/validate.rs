@@ -3,7 +3,7 @@
 pub fn email(raw: &str) -> Result<String, String> {
     let email = raw.trim().to_lowercase();
     let valid = email.len() <= 254
-        && !email.contains(char::is_whitespace)
+        && !email.contains(|c: char| c.is_whitespace() || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && !domain.is_empty() && !domain.starts_with('.') && !domain.contains('@')
         });

@@ -518,7 +518,7 @@ async fn changing_a_password_needs_the_current_one_and_ends_other_sessions() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(wrong.code(), Code::InvalidArgument);
+    assert_eq!(wrong.code(), Code::PermissionDenied, "a wrong current password is a refusal, not bad input");
     client
         .set_password(authed(
             &pair.access_token,

@@ -25,8 +25,8 @@ pub async fn list_apps(
 ) -> Result<Json<AppPage>, Problem> {
     caller.require_token()?;
     let request = caller.grpc(pb::ListAppsRequest {
-        page_size: query.page_size.unwrap_or(0),
-        page_token: query.page_token.unwrap_or_default(),
+        page_size: check_page_size(query.page_size)?,
+        page_token: check_page_token(query.page_token)?,
     });
     let page = state.clients.release.clone().list_apps(request).await?.into_inner();
     Ok(Json(AppPage {

@@ -23,7 +23,7 @@ pub async fn login(
     caller: Caller,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<TokenResponse>, Problem> {
-    if body.email.trim().is_empty() || body.password.is_empty() {
+    if body.email.is_empty() || body.password.is_empty() {
         return Err(Problem::validation("email and password are required"));
     }
     let request = caller.grpc(pb::LoginRequest { email: body.email, password: body.password });
@@ -59,6 +59,9 @@ pub async fn logout(
     caller: Caller,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, Problem> {
+    if body.refresh_token.is_empty() || body.refresh_token.len() > 512 {
+        return Err(Problem::validation("refresh_token must be 1-512 characters"));
+    }
     let request = caller.grpc(pb::LogoutRequest { refresh_token: body.refresh_token });
     state.clients.auth.clone().logout(request).await?;
     Ok(StatusCode::NO_CONTENT)

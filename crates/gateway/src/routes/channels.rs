@@ -29,7 +29,7 @@ pub async fn list_channels(
 
 /// Get a notification channel.
 #[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "channels", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Channel id")),
+    params(("id" = uuid::Uuid, Path, description = "Channel id")),
     responses(
         (status = 200, description = "The channel", body = Channel),
         (status = 404, description = "No such channel", body = Problem, content_type = PROBLEM),

@@ -21,11 +21,14 @@ pub async fn list_incidents(
     ApiQuery(query): ApiQuery<IncidentQuery>,
 ) -> Result<Json<IncidentPage>, Problem> {
     caller.require_token()?;
+    if query.app.as_deref() == Some("") {
+        return Err(Problem::validation("app must not be empty; omit it to list every app"));
+    }
     let request = caller.grpc(pb::ListIncidentsRequest {
         app: query.app.unwrap_or_default(),
-        status: query.status.unwrap_or_default(),
-        page_size: query.page_size.unwrap_or(0),
-        page_token: query.page_token.unwrap_or_default(),
+        status: query.status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        page_size: check_page_size(query.page_size)?,
+        page_token: check_page_token(query.page_token)?,
     });
     let page = state.clients.rollback.clone().list_incidents(request).await?.into_inner();
     Ok(Json(IncidentPage {
@@ -36,7 +39,7 @@ pub async fn list_incidents(
 
 /// Get an incident.
 #[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Incident id")),
+    params(("id" = uuid::Uuid, Path, description = "Incident id")),
     responses(
         (status = 200, description = "The incident", body = Incident),
         (status = 404, description = "No such incident", body = Problem, content_type = PROBLEM),

@@ -58,7 +58,7 @@ pub async fn create_token(
 
 /// Revoke an API token (yours, or any for administrators).
 #[utoipa::path(delete, path = "/api/v1/api-tokens/{id}", tag = "api-tokens", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Token id")),
+    params(("id" = uuid::Uuid, Path, description = "Token id")),
     responses(
         (status = 200, description = "The revoked token", body = ApiToken),
         (status = 404, description = "No such token", body = Problem, content_type = PROBLEM),

@@ -28,8 +28,8 @@ pub async fn list_users(
 ) -> Result<Json<UserPage>, Problem> {
     caller.require_token()?;
     let request = caller.grpc(pb::ListUsersRequest {
-        page_size: query.page_size.unwrap_or(0),
-        page_token: query.page_token.unwrap_or_default(),
+        page_size: check_page_size(query.page_size)?,
+        page_token: check_page_token(query.page_token)?,
     });
     let page = state.clients.auth.clone().list_users(request).await?.into_inner();
     Ok(Json(UserPage {
@@ -63,7 +63,7 @@ pub async fn create_user(
 
 /// Get a user (admin, or yourself).
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
-    params(("id" = String, Path, description = "User id")),
+    params(("id" = uuid::Uuid, Path, description = "User id")),
     responses(
         (status = 200, description = "The user", body = User),
         (status = 404, description = "No such user", body = Problem, content_type = PROBLEM),
@@ -81,7 +81,7 @@ pub async fn get_user(
 
 /// Change a user's name, roles or disabled flag (admin). Disabling ends the user's sessions.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
-    params(("id" = String, Path, description = "User id")), request_body = UpdateUserRequest,
+    params(("id" = uuid::Uuid, Path, description = "User id")), request_body = UpdateUserRequest,
     responses(
         (status = 200, description = "The updated user", body = User),
         (status = 404, description = "No such user", body = Problem, content_type = PROBLEM),
@@ -105,7 +105,7 @@ pub async fn update_user(
 
 /// Reset a user's password (admin); ends the user's sessions.
 #[utoipa::path(put, path = "/api/v1/users/{id}/password", tag = "users", security(("bearer" = [])),
-    params(("id" = String, Path, description = "User id")), request_body = ChangePasswordRequest,
+    params(("id" = uuid::Uuid, Path, description = "User id")), request_body = ChangePasswordRequest,
     responses((status = 204, description = "Password reset")))]
 pub async fn reset_password(
     State(state): State<AppState>,
