@@ -35,6 +35,8 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print the HTTP API's OpenAPI 3.1 document.
+    Openapi,
     /// Exit 0 when every role's admin /ready endpoint answers 200 (for container health checks).
     Healthcheck {
         #[arg(long = "role", value_enum)]
@@ -76,6 +78,19 @@ async fn run(command: Command, config: Config) -> ExitCode {
                 print!("{}", config.dump());
             }
             ExitCode::SUCCESS
+        }
+        Command::Openapi => {
+            match rp_gateway::openapi().to_pretty_json() {
+                Ok(json) => {
+                    // The document is the command's output.
+                    #[allow(clippy::print_stdout)]
+                    {
+                        println!("{json}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(&err),
+            }
         }
         Command::Healthcheck { roles } => {
             let failing = release_pilot::healthcheck(&config, &roles).await;
