@@ -490,7 +490,9 @@ impl AuthCore {
         }
         // Ten years at most: enough for any CI secret, and far from date arithmetic overflow.
         if !(0..=315_360_000).contains(&ttl_seconds) {
-            return Err(E::Invalid("ttl_seconds must be between 0 (no expiry) and 315360000 (ten years)".into()));
+            return Err(E::Invalid(
+                "ttl_seconds must be between 0 (no expiry) and 315360000 (ten years)".into(),
+            ));
         }
         let owner_id = parse_id(&actor.subject)?;
         let secret = secrets::api_token();

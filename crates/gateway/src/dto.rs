@@ -108,7 +108,10 @@ pub struct CreateUserRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
-    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub display_name: Option<String>,
     /// Replaces the user's roles.
     #[schema(min_items = 1)]
@@ -140,7 +143,9 @@ pub fn check_page_size(page_size: Option<i32>) -> Result<i32, crate::problem::Pr
     match page_size {
         None => Ok(0),
         Some(n) if (1..=200).contains(&n) => Ok(n),
-        Some(n) => Err(crate::problem::Problem::validation(format!("page_size must be between 1 and 200, not {n}"))),
+        Some(n) => {
+            Err(crate::problem::Problem::validation(format!("page_size must be between 1 and 200, not {n}")))
+        }
     }
 }
 
@@ -149,7 +154,9 @@ pub fn check_page_token(token: Option<String>) -> Result<String, crate::problem:
     match token {
         None => Ok(String::new()),
         Some(token) if uuid::Uuid::parse_str(&token).is_ok() => Ok(token),
-        Some(_) => Err(crate::problem::Problem::validation("page_token must be the next_page_token of a previous page")),
+        Some(_) => Err(crate::problem::Problem::validation(
+            "page_token must be the next_page_token of a previous page",
+        )),
     }
 }
 
@@ -197,7 +204,11 @@ impl From<auth::ApiToken> for ApiToken {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiTokenRequest {
-    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     /// Must be roles you hold yourself.
     #[schema(min_items = 1)]

@@ -94,12 +94,16 @@ impl Modify for ProblemResponses {
         let problem = |description: &str| {
             ResponseBuilder::new()
                 .description(description)
-                .content(problem::CONTENT_TYPE, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build())
+                .content(
+                    problem::CONTENT_TYPE,
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+                )
                 .build()
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
             let has_path_params = path.contains('{');
-            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
             for operation in operations.into_iter().flatten() {
                 let mut codes = vec![
                     ("400", "Malformed request"),
@@ -122,7 +126,11 @@ impl Modify for ProblemResponses {
                     codes.push(("404", "No such resource"));
                 }
                 for (code, description) in codes {
-                    operation.responses.responses.entry(code.to_owned()).or_insert_with(|| problem(description).into());
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| problem(description).into());
                 }
             }
         }
