@@ -52,6 +52,10 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Openapi)) {
+        // Needs no configuration: the document describes the code.
+        return print_openapi();
+    }
     let config = match Config::from_process_env(cli.config.as_deref()) {
         Ok(config) => config,
         Err(err) => {
@@ -79,19 +83,7 @@ async fn run(command: Command, config: Config) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Openapi => {
-            match rp_gateway::openapi().to_pretty_json() {
-                Ok(json) => {
-                    // The document is the command's output.
-                    #[allow(clippy::print_stdout)]
-                    {
-                        println!("{json}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(err) => fail(&err),
-            }
-        }
+        Command::Openapi => print_openapi(),
         Command::Healthcheck { roles } => {
             let failing = release_pilot::healthcheck(&config, &roles).await;
             for (role, reason) in &failing {
@@ -135,6 +127,20 @@ async fn run(command: Command, config: Config) -> ExitCode {
                 Err(err) => fail(&err),
             }
         }
+    }
+}
+
+fn print_openapi() -> ExitCode {
+    match rp_gateway::openapi().to_pretty_json() {
+        Ok(json) => {
+            // The document is the command's output.
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{json}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(&err),
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! The backend comes from `RELEASE_PILOT_TEST_BACKEND`: `embedded` (default: SQLite files in a
 //! temporary directory and the in-process bus) or `distributed` (PostgreSQL and NATS JetStream at
-//! `RP_TEST_DATABASE_URL` / `RP_TEST_NATS_URL`, defaulting to the local servers). Each
+//! `RELEASE_PILOT_TEST_DATABASE_URL` / `RELEASE_PILOT_TEST_NATS_URL`, defaulting to the local servers). Each
 //! [`TestEnv`] is isolated: its own SQLite directory, or its own PostgreSQL schemas, JetStream
 //! stream and subject prefix. CI runs the whole suite once per backend.
 
@@ -36,11 +36,12 @@ pub fn backend() -> Backend {
 }
 
 pub fn database_url() -> String {
-    std::env::var("RP_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("RELEASE_PILOT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub fn nats_url() -> String {
-    std::env::var("RP_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+    std::env::var("RELEASE_PILOT_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 /// Logs go to the test output only when `TEST_LOG` is set.
