@@ -11,10 +11,16 @@ binary="${1:-target/debug/release-pilot}"
 tools="$(scripts/test-tools.sh)"
 
 work="$(mktemp -d)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Ten distinct free ports, chosen while all are held open so none repeats.
+read -r -a ports <<<"$(python3 -c '
+import socket
+held = [socket.socket() for _ in range(10)]
+for s in held: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))')"
 declare -A grpc admin
-for role in auth release rollback notifier; do grpc[$role]=$(free_port); admin[$role]=$(free_port); done
-http=$(free_port); gateway_admin=$(free_port)
+i=0
+for role in auth release rollback notifier; do grpc[$role]=${ports[$i]}; admin[$role]=${ports[$((i + 1))]}; i=$((i + 2)); done
+http=${ports[8]}; gateway_admin=${ports[9]}
 password="check-live-admin-password"
 
 env -i PATH="$PATH" HOME="$work" \
