@@ -42,7 +42,7 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
-    pub release: ServiceConfig,
+    pub release: ReleaseConfig,
     pub rollback: ServiceConfig,
     pub notifier: NotifierConfig,
 }
@@ -133,6 +133,12 @@ impl Config {
             self.auth.bootstrap_admin.password.is_none() || self.auth.bootstrap_admin.email.is_some(),
             "auth.bootstrap_admin.password is set but auth.bootstrap_admin.email is not",
         )?;
+        rule(self.release.engine_tick_ms >= 10, "release.engine_tick_ms must be at least 10")?;
+        rule(self.release.step_lease_secs >= 1, "release.step_lease_secs must be at least 1")?;
+        rule(
+            semver_like(&self.release.initial_version),
+            "release.initial_version must be a semantic version such as 0.1.0",
+        )?;
         rule(self.gateway.body_limit_bytes >= 1024, "gateway.body_limit_bytes must be at least 1024")?;
         rule(
             self.gateway.rate_limit.per_ip_per_second > 0 && self.gateway.rate_limit.per_token_per_second > 0,
@@ -140,6 +146,12 @@ impl Config {
         )?;
         Ok(())
     }
+}
+
+fn semver_like(text: &str) -> bool {
+    let core = text.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -446,6 +458,48 @@ pub struct BootstrapAdmin {
     pub password: Option<Secret>,
 }
 
+/// The release service: listen addresses, deployment engine and versioning policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReleaseConfig {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// How often the deployment engine looks for due work (it is also woken on every change).
+    pub engine_tick_ms: u64,
+    /// A replica that claims a step owns it this long; after a crash another replica takes over.
+    pub step_lease_secs: u64,
+    /// How long an external deployer may take to report an accepted step.
+    pub driver_timeout_secs: u64,
+    /// How often an accepted step's status URL is polled.
+    pub driver_poll_ms: u64,
+    /// First version computed for an app without releases.
+    pub initial_version: String,
+    /// Before 1.0.0, a breaking change bumps the minor version (else it makes 1.0.0).
+    pub pre_major_breaking_bumps_minor: bool,
+    /// Before 1.0.0, a feature bumps the patch version (else the minor).
+    pub pre_major_feature_bumps_patch: bool,
+    /// Public base URL of the API, used in driver callback URLs.
+    pub callback_base_url: String,
+}
+
+impl Default for ReleaseConfig {
+    fn default() -> Self {
+        let local = ServiceConfig::local(50052, 9102);
+        Self {
+            grpc_addr: local.grpc_addr,
+            admin_addr: local.admin_addr,
+            engine_tick_ms: 250,
+            step_lease_secs: 30,
+            driver_timeout_secs: 600,
+            driver_poll_ms: 2000,
+            initial_version: "0.1.0".into(),
+            pre_major_breaking_bumps_minor: true,
+            pre_major_feature_bumps_patch: false,
+            callback_base_url: "http://127.0.0.1:8080".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NotifierConfig {
@@ -485,7 +539,7 @@ impl Default for Config {
             identity: IdentityConfig::default(),
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
-            release: ServiceConfig::local(50052, 9102),
+            release: ReleaseConfig::default(),
             rollback: ServiceConfig::local(50053, 9103),
             notifier: NotifierConfig::default(),
         }

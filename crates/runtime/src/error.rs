@@ -19,6 +19,12 @@ pub enum ServiceError {
     Throttled { message: String, retry_after_secs: u64 },
     #[error("{0}")]
     Precondition(String),
+    /// Lost a race (optimistic concurrency): read again and retry.
+    #[error("{0}")]
+    Aborted(String),
+    /// A dependency (a deployer, a driver) is not answering.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -48,6 +54,8 @@ impl From<ServiceError> for Status {
             ServiceError::Unauthenticated(m) => Status::unauthenticated(m),
             ServiceError::Forbidden(m) => Status::permission_denied(m),
             ServiceError::Precondition(m) => Status::failed_precondition(m),
+            ServiceError::Aborted(m) => Status::aborted(m),
+            ServiceError::Unavailable(m) => Status::unavailable(m),
             ServiceError::Throttled { message, retry_after_secs } => {
                 let mut status = Status::new(Code::ResourceExhausted, message);
                 if let Ok(value) = MetadataValue::try_from(retry_after_secs.to_string()) {

@@ -1,9 +1,18 @@
 //! The release schema: sea-orm entities (one file per table) and migrations.
 
+pub mod approvals;
 pub mod apps;
+pub mod audit_log;
+pub mod deployments;
+pub mod environments;
+pub mod freeze_windows;
 pub mod idempotency_keys;
+pub mod quality_checks;
+pub mod releases;
+pub mod targets;
 
 mod m20261127_000001_apps;
+mod m20261127_000002_deployment_domain;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -12,6 +21,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(rp_events::outbox::migration::Migration), Box::new(m20261127_000001_apps::Migration)]
+        vec![
+            Box::new(rp_events::outbox::migration::Migration),
+            Box::new(m20261127_000001_apps::Migration),
+            Box::new(m20261127_000002_deployment_domain::Migration),
+        ]
     }
 }

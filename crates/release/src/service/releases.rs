@@ -1,0 +1,312 @@
+//! Releases: explicit or computed versions, changelogs, quality checks.
+
+use rp_identity::Principal;
+use rp_proto::events::v1 as ev;
+use rp_runtime::{ServiceError as E, ServiceResult as Result};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use semver::Version;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{ReleaseCore, actor, audit_log, now};
+use crate::{
+    domain::versioning::{self, CommitInput, PreMajorPolicy},
+    store::{apps, quality_checks, releases},
+};
+
+/// A release to create (or preview).
+#[derive(Debug, Clone, Default)]
+pub struct NewRelease {
+    pub app: String,
+    pub version: String,
+    pub commits: Vec<CommitInput>,
+    pub artifact_image: String,
+    pub artifact_digest: String,
+    pub pre_release: String,
+    pub idempotency_key: String,
+}
+
+/// A quality-check result CI reports.
+#[derive(Debug, Clone, Default)]
+pub struct QualityReport {
+    pub app: String,
+    pub version: String,
+    pub name: String,
+    pub status: String,
+    pub value: Option<f64>,
+    pub url: String,
+}
+
+/// What a release will be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    pub version: Version,
+    pub previous: Option<Version>,
+    pub bump: String,
+    pub changelog: String,
+    pub ignored_commits: usize,
+}
+
+fn check_input(new: &NewRelease) -> Result<()> {
+    if new.commits.len() > 5000 {
+        return Err(E::Invalid("at most 5000 commits per release".into()));
+    }
+    for commit in &new.commits {
+        rp_runtime::validate::text("commit sha", &commit.sha, 64, false)?;
+        rp_runtime::validate::text("commit message", &commit.message, 20_000, true)?;
+        rp_runtime::validate::text("commit author", &commit.author, 200, false)?;
+    }
+    rp_runtime::validate::text("artifact_image", &new.artifact_image, 500, false)?;
+    if !new.artifact_digest.is_empty() {
+        let valid = new
+            .artifact_digest
+            .strip_prefix("sha256:")
+            .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !valid {
+            return Err(E::Invalid("artifact_digest must be sha256:<64 hex characters>".into()));
+        }
+    }
+    Ok(())
+}
+
+impl ReleaseCore {
+    fn policy(&self) -> PreMajorPolicy {
+        PreMajorPolicy {
+            breaking_bumps_minor: self.config.release.pre_major_breaking_bumps_minor,
+            feature_bumps_patch: self.config.release.pre_major_feature_bumps_patch,
+        }
+    }
+
+    /// The app's highest version so far.
+    async fn latest_version(&self, app: &apps::Model) -> Result<Option<Version>> {
+        let versions: Vec<String> = releases::Entity::find()
+            .select_only()
+            .column(releases::Column::Version)
+            .filter(releases::Column::AppId.eq(app.id))
+            .into_tuple()
+            .all(&self.db.conn)
+            .await?;
+        Ok(versions.iter().filter_map(|v| Version::parse(v).ok()).max())
+    }
+
+    pub async fn preview_release(&self, new: &NewRelease) -> Result<Preview> {
+        check_input(new)?;
+        let app = self.find_app(&self.db.conn, &new.app).await?;
+        let previous = self.latest_version(&app).await?;
+        if !new.version.is_empty() {
+            let version = versioning::parse_version(&new.version).map_err(E::Invalid)?;
+            let changelog = versioning::changelog(&version, &new.commits, now());
+            return Ok(Preview { version, previous, bump: "explicit".into(), changelog, ignored_commits: 0 });
+        }
+        if new.commits.is_empty() {
+            return Err(E::Invalid("give a version, or the commits to compute it from".into()));
+        }
+        let initial =
+            Version::parse(&self.config.release.initial_version).map_err(|e| E::Internal(e.to_string()))?;
+        let pre = Some(new.pre_release.as_str()).filter(|p| !p.is_empty());
+        let computed =
+            versioning::next_version(previous.as_ref(), &new.commits, self.policy(), &initial, pre)
+                .map_err(|e| E::Precondition(e.to_string()))?;
+        Ok(Preview {
+            version: computed.version,
+            previous,
+            bump: computed.bump.as_str().to_owned(),
+            changelog: computed.changelog,
+            ignored_commits: computed.ignored_commits,
+        })
+    }
+
+    pub async fn create_release(&self, principal: &Principal, new: NewRelease) -> Result<releases::Model> {
+        let scope = format!("create_release:{}", principal.actor_id());
+        if let Some(id) = self.replayed(&scope, &new.idempotency_key).await? {
+            return self.release_by_id(&id).await;
+        }
+        let preview = self.preview_release(&new).await?;
+        let app = self.find_app(&self.db.conn, &new.app).await?;
+        let version = preview.version.to_string();
+        let first_commit_at = new.commits.iter().filter_map(|c| c.timestamp).min();
+        let txn = self.db.begin_write().await?;
+        let inserted = releases::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            app_id: Set(app.id),
+            version: Set(version.clone()),
+            artifact_image: Set(new.artifact_image.clone()),
+            artifact_digest: Set(new.artifact_digest.clone()),
+            commits: Set(serde_json::to_string(&new.commits).unwrap_or_else(|_| "[]".into())),
+            changelog: Set(preview.changelog.clone()),
+            bump: Set(preview.bump.clone()),
+            first_commit_at: Set(first_commit_at),
+            created_by: Set(principal.email.clone()),
+            created_at: Set(now()),
+        }
+        .insert(&txn)
+        .await;
+        let release = match inserted {
+            Ok(release) => release,
+            Err(err) if rp_db::is_unique_violation(&err) => {
+                return Err(E::Conflict(format!(
+                    "{} already has a release {version}; versions are immutable",
+                    app.name
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if !self.remember(&txn, &scope, &new.idempotency_key, &release.id.to_string()).await? {
+            txn.rollback().await?;
+            let id = self.replayed(&scope, &new.idempotency_key).await?.unwrap_or_default();
+            return self.release_by_id(&id).await;
+        }
+        let payload = ev::ReleaseCreated {
+            actor: actor(principal),
+            release_id: release.id.to_string(),
+            app: app.name.clone(),
+            version: version.clone(),
+            previous_version: preview.previous.map(|v| v.to_string()).unwrap_or_default(),
+            bump: preview.bump.clone(),
+            artifact_image: release.artifact_image.clone(),
+            artifact_digest: release.artifact_digest.clone(),
+            commits: new.commits.len() as i32,
+        };
+        self.emit(&txn, "rp.release.created", format!("releases/{}", release.id), &payload).await?;
+        let after = json!({"app": app.name, "version": version, "bump": preview.bump, "artifact_digest": release.artifact_digest});
+        audit_log::append(
+            &txn,
+            &principal.into(),
+            "release.create",
+            "release",
+            &release.id.to_string(),
+            None,
+            Some(&after),
+        )
+        .await?;
+        self.commit(txn).await?;
+        Ok(release)
+    }
+
+    pub async fn release_by_id(&self, id: &str) -> Result<releases::Model> {
+        let id = super::parse_id("release id", id)?;
+        releases::Entity::find_by_id(id)
+            .one(&self.db.conn)
+            .await?
+            .ok_or_else(|| E::NotFound(format!("release {id} not found")))
+    }
+
+    pub async fn get_release(&self, id: &str, app: &str, version: &str) -> Result<(releases::Model, String)> {
+        let release = if !id.is_empty() {
+            self.release_by_id(id).await?
+        } else {
+            let app = self.find_app(&self.db.conn, app).await?;
+            self.find_release(&self.db.conn, &app, version).await?
+        };
+        let app = apps::Entity::find_by_id(release.app_id)
+            .one(&self.db.conn)
+            .await?
+            .map(|a| a.name)
+            .unwrap_or_default();
+        Ok((release, app))
+    }
+
+    /// Newest first.
+    pub async fn list_releases(
+        &self,
+        app: &str,
+        page_size: u64,
+        before: Option<Uuid>,
+    ) -> Result<(Vec<releases::Model>, Option<Uuid>)> {
+        let app = self.find_app(&self.db.conn, app).await?;
+        let mut query = releases::Entity::find()
+            .filter(releases::Column::AppId.eq(app.id))
+            .order_by_desc(releases::Column::Id)
+            .limit(page_size + 1);
+        if let Some(before) = before {
+            query = query.filter(releases::Column::Id.lt(before));
+        }
+        let mut rows = query.all(&self.db.conn).await?;
+        let next = if rows.len() as u64 > page_size {
+            rows.truncate(page_size as usize);
+            rows.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Ok((rows, next))
+    }
+
+    /// The latest result of each check of a release.
+    pub async fn latest_checks(&self, release_id: Uuid) -> Result<Vec<quality_checks::Model>> {
+        let rows = quality_checks::Entity::find()
+            .filter(quality_checks::Column::ReleaseId.eq(release_id))
+            .order_by_desc(quality_checks::Column::Id)
+            .all(&self.db.conn)
+            .await?;
+        let mut latest: Vec<quality_checks::Model> = Vec::new();
+        for row in rows {
+            if !latest.iter().any(|c| c.name == row.name) {
+                latest.push(row);
+            }
+        }
+        latest.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(latest)
+    }
+
+    pub async fn report_quality_check(
+        &self,
+        principal: &Principal,
+        report: QualityReport,
+    ) -> Result<quality_checks::Model> {
+        let QualityReport { app, version, name, status, value, url } = report;
+        let (app, version, name, status, url) =
+            (app.as_str(), version.as_str(), name.as_str(), status.as_str(), url.as_str());
+        if name.trim().is_empty() {
+            return Err(E::Invalid("a quality check needs a name".into()));
+        }
+        rp_runtime::validate::text("name", name, 100, false)?;
+        rp_runtime::validate::text("url", url, 2000, false)?;
+        if !matches!(status, "passed" | "failed" | "pending") {
+            return Err(E::Invalid(format!("status must be passed, failed or pending, not {status:?}")));
+        }
+        if value.is_some_and(|v| !v.is_finite()) {
+            return Err(E::Invalid("value must be a finite number".into()));
+        }
+        let app = self.find_app(&self.db.conn, app).await?;
+        let release = self.find_release(&self.db.conn, &app, version).await?;
+        let txn = self.db.begin_write().await?;
+        let check = quality_checks::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            release_id: Set(release.id),
+            name: Set(name.trim().to_owned()),
+            status: Set(status.to_owned()),
+            value: Set(value),
+            url: Set(url.to_owned()),
+            reported_by: Set(principal.email.clone()),
+            reported_at: Set(now()),
+        }
+        .insert(&txn)
+        .await?;
+        let payload = ev::QualityCheckReported {
+            actor: actor(principal),
+            release_id: release.id.to_string(),
+            app: app.name.clone(),
+            version: release.version.clone(),
+            name: check.name.clone(),
+            status: check.status.clone(),
+            value,
+        };
+        self.emit(&txn, "rp.release.quality_check_reported", format!("releases/{}", release.id), &payload)
+            .await?;
+        let after = json!({"app": app.name, "version": release.version, "check": check.name, "status": check.status, "value": value});
+        audit_log::append(
+            &txn,
+            &principal.into(),
+            "quality_check.report",
+            "release",
+            &release.id.to_string(),
+            None,
+            Some(&after),
+        )
+        .await?;
+        self.commit(txn).await?;
+        Ok(check)
+    }
+}
