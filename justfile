@@ -39,3 +39,7 @@ validate-deploy:
 # Everything CI runs.
 ci:
     .ci/run
+
+# Benchmarks; results in bench/results/ (see docs/benchmarks.md).
+bench *names:
+    scripts/bench.sh {{names}}
