@@ -1,6 +1,7 @@
 //! The rollback service: watches deployments, decides on rollbacks and keeps incidents. This
 //! first cut owns the incident store and its API; policies and analyses grow in their own issue.
 
+pub mod domain;
 mod grpc;
 pub mod store;
 
