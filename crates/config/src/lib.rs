@@ -306,6 +306,10 @@ pub struct IdentityConfig {
     pub leeway_secs: u64,
     pub issuer: String,
     pub audience: String,
+    /// Credential the roles use to call each other (the router reading routes, the rollback
+    /// service rolling back). Unset: generated at start and shared by the roles of the process;
+    /// set it (the same value everywhere) when roles run as separate processes.
+    pub internal_token: Option<Secret>,
 }
 
 impl Default for IdentityConfig {
@@ -317,6 +321,7 @@ impl Default for IdentityConfig {
             leeway_secs: 5,
             issuer: "release-pilot".into(),
             audience: "release-pilot".into(),
+            internal_token: None,
         }
     }
 }

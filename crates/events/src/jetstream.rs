@@ -219,6 +219,34 @@ impl EventBus for JetStreamBus {
     fn kind(&self) -> &'static str {
         "jetstream"
     }
+
+    async fn publish_ephemeral(&self, topic: &str, payload: Bytes) -> Result<(), BusError> {
+        self.client
+            .publish(self.ephemeral_subject(topic), payload)
+            .await
+            .map_err(|e| BusError::Unavailable(format!("telemetry publish: {e}")))
+    }
+
+    async fn subscribe_ephemeral(&self, topic: &str) -> Result<crate::EphemeralSubscription, BusError> {
+        let subscriber = self
+            .client
+            .subscribe(self.ephemeral_subject(topic))
+            .await
+            .map_err(|e| BusError::Subscribe { consumer: topic.to_owned(), reason: e.to_string() })?;
+        let prefix = self.ephemeral_subject("");
+        Ok(Box::pin(subscriber.map(move |message| {
+            let topic =
+                message.subject.as_str().strip_prefix(&prefix).unwrap_or(message.subject.as_str()).to_owned();
+            (topic, message.payload)
+        })))
+    }
+}
+
+impl JetStreamBus {
+    /// Telemetry subjects live outside the stream's `rp.>`: `<prefix>rpx.<topic>`.
+    fn ephemeral_subject(&self, topic: &str) -> String {
+        format!("{}rpx.{topic}", self.subject_prefix)
+    }
 }
 
 struct NatsAcker {

@@ -12,6 +12,7 @@ mod subject;
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::Stream;
 
 pub use envelope::{Event, headers};
@@ -122,7 +123,17 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// `jetstream` or `in-process`.
     fn kind(&self) -> &'static str;
+
+    /// Telemetry channel (traffic samples, live progress): fire-and-forget, not stored, no
+    /// redelivery; every subscriber sees every message published after it subscribed. On NATS
+    /// this is core pub/sub on subjects outside the event stream.
+    async fn publish_ephemeral(&self, topic: &str, payload: Bytes) -> Result<(), BusError>;
+
+    /// Messages of `topic` (NATS wildcards allowed) as (topic, payload).
+    async fn subscribe_ephemeral(&self, topic: &str) -> Result<EphemeralSubscription, BusError>;
 }
+
+pub type EphemeralSubscription = Pin<Box<dyn Stream<Item = (String, Bytes)> + Send>>;
 
 pub type SharedBus = Arc<dyn EventBus>;
 

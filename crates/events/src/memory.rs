@@ -68,6 +68,9 @@ impl Group {
     }
 }
 
+/// Capacity of the telemetry channel; a subscriber this far behind skips ahead.
+const EPHEMERAL_CAPACITY: usize = 4096;
+
 #[derive(Default)]
 struct State {
     retained: VecDeque<Event>,
@@ -77,9 +80,15 @@ struct State {
 }
 
 /// In-process event bus; clone-free sharing through `Arc<InProcessBus>`.
-#[derive(Default)]
 pub struct InProcessBus {
     state: Arc<Mutex<State>>,
+    ephemeral: tokio::sync::broadcast::Sender<(String, bytes::Bytes)>,
+}
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        Self { state: Arc::default(), ephemeral: tokio::sync::broadcast::channel(EPHEMERAL_CAPACITY).0 }
+    }
 }
 
 impl InProcessBus {
@@ -159,6 +168,24 @@ impl EventBus for InProcessBus {
 
     fn kind(&self) -> &'static str {
         "in-process"
+    }
+
+    async fn publish_ephemeral(&self, topic: &str, payload: bytes::Bytes) -> Result<(), BusError> {
+        // No subscriber is not an error: telemetry nobody listens to is dropped.
+        let _ = self.ephemeral.send((topic.to_owned(), payload));
+        Ok(())
+    }
+
+    async fn subscribe_ephemeral(&self, topic: &str) -> Result<crate::EphemeralSubscription, BusError> {
+        let filter = topic.to_owned();
+        let receiver = tokio_stream::wrappers::BroadcastStream::new(self.ephemeral.subscribe());
+        Ok(Box::pin(futures::StreamExt::filter_map(receiver, move |item| {
+            let keep = match item {
+                Ok((topic, payload)) if subject_matches(&filter, &topic) => Some((topic, payload)),
+                _ => None,
+            };
+            async move { keep }
+        })))
     }
 }
 

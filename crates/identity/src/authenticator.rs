@@ -121,6 +121,15 @@ impl Authenticator {
 
     /// Verifies an access token (JWT) or resolves an API token.
     pub async fn authenticate_token(&self, token: &str) -> Result<Principal, AuthError> {
+        if let Some(internal) = &self.inner.config.internal_token {
+            let expected = internal.expose().as_bytes();
+            let same = token.len() == expected.len()
+                && token.bytes().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ *b)) == 0;
+            if same {
+                // Another role of Release Pilot (constant-time comparison).
+                return Ok(Principal::system());
+            }
+        }
         if token.starts_with(API_TOKEN_PREFIX) {
             return self.resolve_api_token(token).await;
         }

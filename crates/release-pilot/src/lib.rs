@@ -94,6 +94,10 @@ impl App {
             }
             bound.push((*role, listeners));
         }
+        if config.identity.internal_token.is_none() {
+            // Roles of this process share a fresh internal credential.
+            config.identity.internal_token = Some(rp_config::Secret::new(random_token()));
+        }
         let config = Arc::new(config);
         let bus = rp_events::connect(&config.nats).await?;
         tracing::info!(
@@ -189,6 +193,16 @@ impl App {
             let _ = service.task.await;
         }
     }
+}
+
+fn random_token() -> String {
+    use std::fmt::Write as _;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
+    bytes.iter().fold(String::from("rpi_"), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// Applies every role's migrations and exits.

@@ -733,6 +733,13 @@ impl ReleaseService for ReleaseGrpc {
         }))
     }
 
+    async fn list_routes(
+        &self,
+        request: Request<pb::ListRoutesRequest>,
+    ) -> Result<Response<pb::ListRoutesResponse>, Status> {
+        self.routes(request).await
+    }
+
     async fn get_dora_metrics(
         &self,
         request: Request<pb::GetDoraMetricsRequest>,
@@ -753,6 +760,17 @@ impl ReleaseService for ReleaseGrpc {
             time_to_restore_seconds: f.time_to_restore_seconds,
             restorations: f.restorations,
         }))
+    }
+}
+
+impl ReleaseGrpc {
+    async fn routes(
+        &self,
+        request: Request<pb::ListRoutesRequest>,
+    ) -> Result<Response<pb::ListRoutesResponse>, Status> {
+        // Routes name internal upstream addresses: release managers and Release Pilot's own roles.
+        self.with_role(&request, &[Role::ReleaseManager]).await?;
+        Ok(Response::new(pb::ListRoutesResponse { routes: self.core.list_routes().await? }))
     }
 }
 

@@ -257,6 +257,12 @@ impl EventBus for SwitchableBus {
     fn kind(&self) -> &'static str {
         "switchable"
     }
+    async fn publish_ephemeral(&self, topic: &str, payload: bytes::Bytes) -> Result<(), BusError> {
+        self.inner.publish_ephemeral(topic, payload).await
+    }
+    async fn subscribe_ephemeral(&self, topic: &str) -> Result<rp_events::EphemeralSubscription, BusError> {
+        self.inner.subscribe_ephemeral(topic).await
+    }
 }
 
 #[tokio::test]
@@ -310,4 +316,30 @@ async fn with_the_bus_down_writes_succeed_and_events_arrive_once_after_it_return
     assert_eq!(ids, written, "each event once, in commit order");
     eventually(WAIT, "outbox drained", || async { (h.outbox.pending().await.unwrap() == 0).then_some(()) })
         .await;
+}
+
+#[tokio::test]
+async fn telemetry_messages_reach_every_subscriber_and_skip_the_event_stream() {
+    let h = harness().await;
+    let mut first = h.bus.subscribe_ephemeral("traffic.>").await.unwrap();
+    let mut second = h.bus.subscribe_ephemeral("traffic.shop.*").await.unwrap();
+    let mut events = h.bus.subscribe(&ConsumerSpec::new("it-not-telemetry", "rp.>")).await.unwrap();
+    // Subscriptions on NATS are asynchronous: publish until the first message is seen.
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            h.bus.publish_ephemeral("traffic.shop.prod", bytes::Bytes::from_static(b"sample")).await.unwrap();
+            if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(100), first.next()).await {
+                break message;
+            }
+        }
+    })
+    .await
+    .expect("a telemetry message");
+    assert_eq!(got, ("traffic.shop.prod".to_owned(), bytes::Bytes::from_static(b"sample")));
+    let (topic, payload) = tokio::time::timeout(WAIT, second.next()).await.unwrap().unwrap();
+    assert_eq!((topic.as_str(), &payload[..]), ("traffic.shop.prod", &b"sample"[..]));
+    h.bus.publish_ephemeral("traffic.other.prod", bytes::Bytes::from_static(b"x")).await.unwrap();
+    h.bus.publish(&widget_event("marker")).await.unwrap();
+    let delivery = tokio::time::timeout(WAIT, events.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(delivery.event.subject, "widgets/marker", "telemetry never enters the event stream");
 }

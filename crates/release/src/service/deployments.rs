@@ -799,7 +799,7 @@ impl ReleaseCore {
             Ok(Outcome::Publish(event)) => {
                 // The router learns the route through the outbox: commit it right away.
                 let txn = self.db.begin_write().await?;
-                rp_events::outbox::enqueue(&txn, &event).await?;
+                self.publish_driver_event(&txn, row, &event).await?;
                 self.commit(txn).await?;
                 Ok(Some(*event))
             }

@@ -220,7 +220,7 @@ impl ReleaseCore {
         next.steps = steps_json(&steps);
         let next = self.cas(&txn, current, next).await?;
         if let Some(event) = publish {
-            rp_events::outbox::enqueue(&txn, &event).await?;
+            self.publish_driver_event(&txn, current, &event).await?;
         }
         let view = self.record(&txn, "step_advanced", Some(current), next, principal, "").await?;
         self.commit(txn).await?;

@@ -148,6 +148,52 @@ impl ReleaseCore {
     }
 }
 
+impl ReleaseCore {
+    /// Enqueues an event a driver asked for, in the step's transaction; a route update is also
+    /// kept as the target's current route for routers that start later.
+    pub(crate) async fn publish_driver_event<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        row: &crate::store::deployments::Model,
+        event: &Event,
+    ) -> Result<()> {
+        rp_events::outbox::enqueue(conn, event).await?;
+        if event.event_type == "rp.router.route_updated" {
+            use sea_orm::{ActiveValue::Set, sea_query::OnConflict};
+            let revision = event.data.get("revision").and_then(serde_json::Value::as_i64).unwrap_or_default();
+            let route = crate::store::routes::ActiveModel {
+                app_id: Set(row.app_id),
+                environment_id: Set(row.environment_id),
+                route: Set(event.data.to_string()),
+                revision: Set(revision),
+                updated_at: Set(now()),
+            };
+            crate::store::routes::Entity::insert(route)
+                .on_conflict(
+                    OnConflict::columns([
+                        crate::store::routes::Column::AppId,
+                        crate::store::routes::Column::EnvironmentId,
+                    ])
+                    .update_columns([
+                        crate::store::routes::Column::Route,
+                        crate::store::routes::Column::Revision,
+                        crate::store::routes::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+                )
+                .exec_without_returning(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every router-driven target's current route.
+    pub async fn list_routes(&self) -> Result<Vec<rp_proto::events::v1::RouteUpdated>> {
+        let rows = crate::store::routes::Entity::find().all(&self.db.conn).await?;
+        Ok(rows.into_iter().filter_map(|row| serde_json::from_str(&row.route).ok()).collect())
+    }
+}
+
 /// Parses an id given by a caller.
 pub(crate) fn parse_id(field: &str, text: &str) -> Result<Uuid> {
     Uuid::parse_str(text.trim()).map_err(|_| E::Invalid(format!("{field} {text:?} is not a valid id")))

@@ -9,10 +9,12 @@ pub mod freeze_windows;
 pub mod idempotency_keys;
 pub mod quality_checks;
 pub mod releases;
+pub mod routes;
 pub mod targets;
 
 mod m20261127_000001_apps;
 mod m20261127_000002_deployment_domain;
+mod m20261127_000003_routes;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -25,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(rp_events::outbox::migration::Migration),
             Box::new(m20261127_000001_apps::Migration),
             Box::new(m20261127_000002_deployment_domain::Migration),
+            Box::new(m20261127_000003_routes::Migration),
         ]
     }
 }

@@ -613,4 +613,17 @@ async fn the_router_driver_publishes_each_route_through_the_outbox() {
     assert!(updates.windows(2).all(|w| w[0].revision < w[1].revision), "revisions order the updates");
     assert_eq!(updates[1].backends.iter().find(|b| b.version == "1.1.0").unwrap().addresses.len(), 2);
     assert_eq!(updates[1].r#match.as_ref().unwrap().host, "shop.example.com");
+
+    // A router starting now loads the current route.
+    let routes = release
+        .list_routes(authed(&people.manager, pb::ListRoutesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .routes;
+    assert_eq!(routes.len(), 1);
+    assert_eq!((routes[0].canary_version.as_str(), routes[0].canary_weight), ("1.1.0", 100));
+    assert_eq!(routes[0].revision, updates[2].revision);
+    let denied = release.list_routes(authed(&people.developer, pb::ListRoutesRequest {})).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
 }
