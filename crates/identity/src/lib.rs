@@ -46,10 +46,10 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// A request from one role to another, authenticated with the internal token.
 pub fn internal_request<T>(config: &rp_config::IdentityConfig, body: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(body);
-    if let Some(token) = &config.internal_token {
-        if let Ok(value) = tonic::metadata::MetadataValue::try_from(format!("Bearer {}", token.expose())) {
-            request.metadata_mut().insert("authorization", value);
-        }
+    if let Some(token) = &config.internal_token
+        && let Ok(value) = tonic::metadata::MetadataValue::try_from(format!("Bearer {}", token.expose()))
+    {
+        request.metadata_mut().insert("authorization", value);
     }
     request
 }
