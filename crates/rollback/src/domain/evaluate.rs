@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use super::policy::{Comparison, Metric, NoData, Rule};
 
 /// Latency histogram bucket upper bounds, milliseconds; the router uses the same.
-pub const LATENCY_BUCKETS_MS: [f64; 18] =
-    [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 300.0, 400.0, 450.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 5000.0, 10000.0];
+pub const LATENCY_BUCKETS_MS: [f64; 18] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 300.0, 400.0, 450.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0,
+    5000.0, 10000.0,
+];
 
 /// Traffic of one version during one interval.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -78,7 +80,8 @@ impl Series {
     /// Samples within `window` before `now`.
     pub fn aggregate(&self, now: DateTime<Utc>, window: Duration) -> Aggregate {
         let since = now - window;
-        let mut aggregate = Aggregate { buckets: vec![0; LATENCY_BUCKETS_MS.len() + 1], ..Default::default() };
+        let mut aggregate =
+            Aggregate { buckets: vec![0; LATENCY_BUCKETS_MS.len() + 1], ..Default::default() };
         for sample in self.samples.iter().filter(|s| s.at > since && s.at <= now) {
             aggregate.requests += sample.requests;
             aggregate.errors += sample.errors;
@@ -101,7 +104,9 @@ pub fn router_value(metric: Metric, aggregate: &Aggregate, window: Duration) -> 
         Metric::ErrorRate => aggregate.error_rate(),
         Metric::LatencyP95 => aggregate.quantile(0.95),
         Metric::LatencyP99 => aggregate.quantile(0.99),
-        Metric::RequestRate => Some(aggregate.requests as f64 / window.num_milliseconds().max(1) as f64 * 1000.0),
+        Metric::RequestRate => {
+            Some(aggregate.requests as f64 / window.num_milliseconds().max(1) as f64 * 1000.0)
+        }
         _ => None,
     };
     (value, aggregate.requests)
@@ -157,7 +162,8 @@ pub struct Outcome {
 
 /// Evaluates `rule` at `now` and updates its state.
 pub fn evaluate(rule: &Rule, observation: Observation, state: &mut RuleState, now: DateTime<Utc>) -> Outcome {
-    let enough = observation.samples >= rule.min_samples.max(1) || (rule.min_samples == 0 && observation.value.is_some());
+    let enough = observation.samples >= rule.min_samples.max(1)
+        || (rule.min_samples == 0 && observation.value.is_some());
     let compared = match (rule.comparison, observation.value, observation.baseline) {
         (_, None, _) => None,
         (Comparison::Absolute, Some(value), _) => Some(value),
@@ -185,7 +191,11 @@ pub fn evaluate(rule: &Rule, observation: Observation, state: &mut RuleState, no
         return Outcome { verdict: Verdict::Healthy, compared };
     }
     let since = *state.breached_since.get_or_insert(now);
-    let verdict = if now - since >= Duration::seconds(rule.for_seconds as i64) { Verdict::Failed } else { Verdict::Breaching };
+    let verdict = if now - since >= Duration::seconds(rule.for_seconds as i64) {
+        Verdict::Failed
+    } else {
+        Verdict::Breaching
+    };
     Outcome { verdict, compared }
 }
 
@@ -200,10 +210,17 @@ mod tests {
     use crate::domain::policy::{Action, Operator, Severity, Source};
 
     fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").unwrap().with_timezone(&Utc) + Duration::seconds(seconds)
+        DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").unwrap().with_timezone(&Utc)
+            + Duration::seconds(seconds)
     }
 
-    fn rule(comparison: Comparison, threshold: f64, for_seconds: u64, min_samples: u64, no_data: NoData) -> Rule {
+    fn rule(
+        comparison: Comparison,
+        threshold: f64,
+        for_seconds: u64,
+        min_samples: u64,
+        no_data: NoData,
+    ) -> Rule {
         Rule {
             name: "r".into(),
             metric: Metric::ErrorRate,
@@ -242,9 +259,21 @@ mod tests {
             (rule(Absolute, 2.0, 0, 10, NoData::Pass), observe(None, None, 0), NoDataPass),
             (rule(Absolute, 2.0, 0, 10, NoData::Extend), observe(None, None, 0), NoDataExtend),
             // Relative: percent off the stable value, either direction.
-            (rule(RelativeToStable, 50.0, 0, 1, NoData::Extend), observe(Some(40.0), Some(100.0), 10), Failed),
-            (rule(RelativeToStable, 50.0, 0, 1, NoData::Extend), observe(Some(160.0), Some(100.0), 10), Failed),
-            (rule(RelativeToStable, 50.0, 0, 1, NoData::Extend), observe(Some(120.0), Some(100.0), 10), Healthy),
+            (
+                rule(RelativeToStable, 50.0, 0, 1, NoData::Extend),
+                observe(Some(40.0), Some(100.0), 10),
+                Failed,
+            ),
+            (
+                rule(RelativeToStable, 50.0, 0, 1, NoData::Extend),
+                observe(Some(160.0), Some(100.0), 10),
+                Failed,
+            ),
+            (
+                rule(RelativeToStable, 50.0, 0, 1, NoData::Extend),
+                observe(Some(120.0), Some(100.0), 10),
+                Healthy,
+            ),
             (rule(RelativeToStable, 50.0, 0, 1, NoData::Pause), observe(Some(120.0), None, 10), NoDataPause),
             (rule(RelativeToStable, 50.0, 0, 1, NoData::Extend), observe(Some(1.0), Some(0.0), 10), Failed),
             (rule(RelativeToStable, 50.0, 0, 1, NoData::Extend), observe(Some(0.0), Some(0.0), 10), Healthy),
@@ -253,7 +282,12 @@ mod tests {
             let mut state = RuleState::default();
             assert_eq!(evaluate(&rule, observation, &mut state, at(0)).verdict, expected, "case {i}");
         }
-        assert!(Verdict::Failed.acts() && Verdict::NoDataFail.acts() && !Verdict::Breaching.acts() && !Verdict::NoDataPause.acts());
+        assert!(
+            Verdict::Failed.acts()
+                && Verdict::NoDataFail.acts()
+                && !Verdict::Breaching.acts()
+                && !Verdict::NoDataPause.acts()
+        );
     }
 
     #[test]
@@ -264,8 +298,15 @@ mod tests {
         assert_eq!(evaluate(&rule, bad, &mut state, at(0)).verdict, Verdict::Breaching);
         assert_eq!(evaluate(&rule, bad, &mut state, at(29)).verdict, Verdict::Breaching);
         assert_eq!(evaluate(&rule, bad, &mut state, at(30)).verdict, Verdict::Failed);
-        assert_eq!(evaluate(&rule, observe(Some(1.0), None, 100), &mut state, at(31)).verdict, Verdict::Healthy);
-        assert_eq!(evaluate(&rule, bad, &mut state, at(32)).verdict, Verdict::Breaching, "the clock restarts");
+        assert_eq!(
+            evaluate(&rule, observe(Some(1.0), None, 100), &mut state, at(31)).verdict,
+            Verdict::Healthy
+        );
+        assert_eq!(
+            evaluate(&rule, bad, &mut state, at(32)).verdict,
+            Verdict::Breaching,
+            "the clock restarts"
+        );
     }
 
     #[test]
@@ -278,7 +319,10 @@ mod tests {
         };
         for second in 0..20 {
             let errors = if second >= 15 { 10 } else { 0 };
-            series.push(Sample { at: at(second), requests: 100, errors, latency_buckets: bucket(6, 100) }, Duration::seconds(60));
+            series.push(
+                Sample { at: at(second), requests: 100, errors, latency_buckets: bucket(6, 100) },
+                Duration::seconds(60),
+            );
         }
         let recent = series.aggregate(at(19), Duration::seconds(5));
         assert_eq!((recent.requests, recent.errors, recent.samples), (500, 50, 5));
@@ -296,6 +340,9 @@ mod tests {
 
     #[test]
     fn templates_name_the_deployment() {
-        assert_eq!(render("rate(x{app=\"{app}\",v=\"{version}\"}[1m]) {environment}", "shop", "prod", "1.2.0"), "rate(x{app=\"shop\",v=\"1.2.0\"}[1m]) prod");
+        assert_eq!(
+            render("rate(x{app=\"{app}\",v=\"{version}\"}[1m]) {environment}", "shop", "prod", "1.2.0"),
+            "rate(x{app=\"shop\",v=\"1.2.0\"}[1m]) prod"
+        );
     }
 }

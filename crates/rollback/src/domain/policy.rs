@@ -30,9 +30,16 @@ pub enum Source {
     /// PromQL over Prometheus's HTTP API; `{app}`, `{environment}`, `{version}` are substituted.
     Prometheus { url: String, query: String },
     /// GET `url` (templated like PromQL); a non-2xx answer or a timeout is a failure.
-    HttpProbe { url: String, #[serde(default = "default_probe_timeout")] timeout_ms: u64 },
+    HttpProbe {
+        url: String,
+        #[serde(default = "default_probe_timeout")]
+        timeout_ms: u64,
+    },
     /// Alertmanager webhook notifications whose labels match the deployment.
-    Alertmanager { #[serde(default)] alertname: String },
+    Alertmanager {
+        #[serde(default)]
+        alertname: String,
+    },
 }
 
 fn default_probe_timeout() -> u64 {
@@ -152,19 +159,28 @@ impl Rule {
             return Err(format!("rule {}: threshold must be a finite number", self.name));
         }
         if self.window_seconds == 0 || self.window_seconds > 86_400 || self.for_seconds > 86_400 {
-            return Err(format!("rule {}: window_seconds must be 1-86400 and for_seconds 0-86400", self.name));
+            return Err(format!(
+                "rule {}: window_seconds must be 1-86400 and for_seconds 0-86400",
+                self.name
+            ));
         }
-        if let Some((low, high)) = self.weights {
-            if !(0..=100).contains(&low) || !(low..=100).contains(&high) {
-                return Err(format!("rule {}: weights must be a range within 0-100", self.name));
-            }
+        if let Some((low, high)) = self.weights
+            && (!(0..=100).contains(&low) || !(low..=100).contains(&high))
+        {
+            return Err(format!("rule {}: weights must be a range within 0-100", self.name));
         }
-        let router_metric = matches!(self.metric, Metric::ErrorRate | Metric::LatencyP95 | Metric::LatencyP99 | Metric::RequestRate);
+        let router_metric = matches!(
+            self.metric,
+            Metric::ErrorRate | Metric::LatencyP95 | Metric::LatencyP99 | Metric::RequestRate
+        );
         let fits = match (&self.source, self.metric) {
             (Source::Router, _) => router_metric,
             (Source::Prometheus { url, query }, Metric::Query) => {
                 if !(url.starts_with("http://") || url.starts_with("https://")) || query.trim().is_empty() {
-                    return Err(format!("rule {}: a Prometheus source needs an http(s) url and a query", self.name));
+                    return Err(format!(
+                        "rule {}: a Prometheus source needs an http(s) url and a query",
+                        self.name
+                    ));
                 }
                 true
             }
@@ -181,7 +197,10 @@ impl Rule {
             return Err(format!("rule {}: metric {:?} cannot come from that source", self.name, self.metric));
         }
         if self.comparison == Comparison::RelativeToStable && !router_metric && self.metric != Metric::Query {
-            return Err(format!("rule {}: only router and Prometheus metrics compare against the stable version", self.name));
+            return Err(format!(
+                "rule {}: only router and Prometheus metrics compare against the stable version",
+                self.name
+            ));
         }
         Ok(())
     }
@@ -213,16 +232,106 @@ pub fn default_rules(prometheus_url: Option<&str>, health_url: Option<&str>) -> 
     };
     let mut rules = vec![
         // Trigger matrix: error rate > 2% for 2 min; p95 > 1000 ms for 5 min.
-        router("error rate above 2%", Metric::ErrorRate, 2.0, 60, 120, 20, Action::Rollback, Severity::Critical, None),
-        router("p95 latency above 1000 ms", Metric::LatencyP95, 1000.0, 60, 300, 20, Action::Rollback, Severity::Critical, None),
+        router(
+            "error rate above 2%",
+            Metric::ErrorRate,
+            2.0,
+            60,
+            120,
+            20,
+            Action::Rollback,
+            Severity::Critical,
+            None,
+        ),
+        router(
+            "p95 latency above 1000 ms",
+            Metric::LatencyP95,
+            1000.0,
+            60,
+            300,
+            20,
+            Action::Rollback,
+            Severity::Critical,
+            None,
+        ),
         // Canary steps: success criteria hold the rollout, triggers roll back.
-        router("5% step: error rate above 0.5%", Metric::ErrorRate, 0.5, 60, 60, 20, Action::Pause, Severity::High, Some((1, 5))),
-        router("5% step: p95 above 400 ms", Metric::LatencyP95, 400.0, 60, 60, 20, Action::Pause, Severity::High, Some((1, 5))),
-        router("25% step: error rate above 1%", Metric::ErrorRate, 1.0, 60, 60, 20, Action::Pause, Severity::High, Some((6, 25))),
-        router("25% step: error rate above 1.5%", Metric::ErrorRate, 1.5, 60, 60, 20, Action::Rollback, Severity::Critical, Some((6, 25))),
-        router("25% step: p95 above 450 ms", Metric::LatencyP95, 450.0, 60, 60, 20, Action::Pause, Severity::High, Some((6, 25))),
-        router("75% step: error rate above 1.5%", Metric::ErrorRate, 1.5, 60, 60, 20, Action::Pause, Severity::High, Some((26, 75))),
-        router("75% step: p95 above 500 ms", Metric::LatencyP95, 500.0, 60, 60, 20, Action::Pause, Severity::High, Some((26, 75))),
+        router(
+            "5% step: error rate above 0.5%",
+            Metric::ErrorRate,
+            0.5,
+            60,
+            60,
+            20,
+            Action::Pause,
+            Severity::High,
+            Some((1, 5)),
+        ),
+        router(
+            "5% step: p95 above 400 ms",
+            Metric::LatencyP95,
+            400.0,
+            60,
+            60,
+            20,
+            Action::Pause,
+            Severity::High,
+            Some((1, 5)),
+        ),
+        router(
+            "25% step: error rate above 1%",
+            Metric::ErrorRate,
+            1.0,
+            60,
+            60,
+            20,
+            Action::Pause,
+            Severity::High,
+            Some((6, 25)),
+        ),
+        router(
+            "25% step: error rate above 1.5%",
+            Metric::ErrorRate,
+            1.5,
+            60,
+            60,
+            20,
+            Action::Rollback,
+            Severity::Critical,
+            Some((6, 25)),
+        ),
+        router(
+            "25% step: p95 above 450 ms",
+            Metric::LatencyP95,
+            450.0,
+            60,
+            60,
+            20,
+            Action::Pause,
+            Severity::High,
+            Some((6, 25)),
+        ),
+        router(
+            "75% step: error rate above 1.5%",
+            Metric::ErrorRate,
+            1.5,
+            60,
+            60,
+            20,
+            Action::Pause,
+            Severity::High,
+            Some((26, 75)),
+        ),
+        router(
+            "75% step: p95 above 500 ms",
+            Metric::LatencyP95,
+            500.0,
+            60,
+            60,
+            20,
+            Action::Pause,
+            Severity::High,
+            Some((26, 75)),
+        ),
     ];
     if let Some(url) = health_url {
         // Three consecutive failed health checks: immediate rollback (at 5%: any failure).
@@ -307,7 +416,9 @@ mod tests {
         assert_eq!((health.threshold, health.for_seconds, health.action), (3.0, 0, Action::Rollback));
         let business = rules.iter().find(|r| r.comparison == Comparison::RelativeToStable).unwrap();
         assert_eq!((business.threshold, business.action), (50.0, Action::Alert));
-        assert!(rules.iter().filter(|r| r.weights == Some((1, 5))).all(|r| r.applies_at(5) && !r.applies_at(25)));
+        assert!(
+            rules.iter().filter(|r| r.weights == Some((1, 5))).all(|r| r.applies_at(5) && !r.applies_at(25))
+        );
         assert_eq!(default_rules(None, None).len(), 9);
     }
 
