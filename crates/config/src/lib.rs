@@ -45,6 +45,7 @@ pub struct Config {
     pub release: ReleaseConfig,
     pub rollback: ServiceConfig,
     pub notifier: NotifierConfig,
+    pub router: RouterConfig,
 }
 
 impl Config {
@@ -132,6 +133,15 @@ impl Config {
         rule(
             self.auth.bootstrap_admin.password.is_none() || self.auth.bootstrap_admin.email.is_some(),
             "auth.bootstrap_admin.password is set but auth.bootstrap_admin.email is not",
+        )?;
+        rule(
+            matches!(self.router.balancing.as_str(), "round_robin" | "least_connections" | "weighted"),
+            "router.balancing must be round_robin, least_connections or weighted",
+        )?;
+        rule(self.router.stats_interval_ms >= 50, "router.stats_interval_ms must be at least 50")?;
+        rule(
+            self.router.health_check_interval_ms >= 50,
+            "router.health_check_interval_ms must be at least 50",
         )?;
         rule(self.release.engine_tick_ms >= 10, "release.engine_tick_ms must be at least 10")?;
         rule(self.release.step_lease_secs >= 1, "release.step_lease_secs must be at least 1")?;
@@ -463,6 +473,60 @@ pub struct BootstrapAdmin {
     pub password: Option<Secret>,
 }
 
+/// The router (data plane): a weighted reverse proxy whose routes come from the release service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Where applications' traffic arrives.
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// `round_robin`, `least_connections` or `weighted` (address weights: `host:port*3`).
+    pub balancing: String,
+    /// Active health checks: GET this path on every upstream this often.
+    pub health_check_path: String,
+    pub health_check_interval_ms: u64,
+    pub health_check_timeout_ms: u64,
+    /// Consecutive failed checks that take an upstream out, and successes that bring it back.
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    /// Passive detection: consecutive failed requests (connection errors, 502-504) that eject an
+    /// upstream for `ejection_secs`.
+    pub passive_failure_threshold: u32,
+    pub ejection_secs: u64,
+    /// Sticky sessions: cookie remembering a client's track (canary or stable) per app.
+    pub sticky_cookie: String,
+    /// Per-version traffic samples are sent to the rollback service this often.
+    pub stats_interval_ms: u64,
+    pub upstream_timeout_secs: u64,
+    pub upstream_idle_timeout_secs: u64,
+    pub upstream_max_idle_per_host: usize,
+    /// Speak HTTP/2 (prior knowledge, h2c) to upstreams instead of HTTP/1.1.
+    pub upstream_http2: bool,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            proxy_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9105)),
+            balancing: "round_robin".into(),
+            health_check_path: "/health".into(),
+            health_check_interval_ms: 1000,
+            health_check_timeout_ms: 1000,
+            unhealthy_threshold: 3,
+            healthy_threshold: 2,
+            passive_failure_threshold: 5,
+            ejection_secs: 10,
+            sticky_cookie: "rp_track".into(),
+            stats_interval_ms: 250,
+            upstream_timeout_secs: 30,
+            upstream_idle_timeout_secs: 90,
+            upstream_max_idle_per_host: 256,
+            upstream_http2: false,
+        }
+    }
+}
+
 /// The release service: listen addresses, deployment engine and versioning policy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -547,6 +611,7 @@ impl Default for Config {
             release: ReleaseConfig::default(),
             rollback: ServiceConfig::local(50053, 9103),
             notifier: NotifierConfig::default(),
+            router: RouterConfig::default(),
         }
     }
 }

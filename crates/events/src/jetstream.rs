@@ -177,6 +177,7 @@ impl EventBus for JetStreamBus {
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: spec.ack_wait,
                     max_ack_pending: 10_000,
+                    inactive_threshold: spec.inactive_after.unwrap_or_default(),
                     ..Default::default()
                 },
             )

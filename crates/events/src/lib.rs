@@ -54,6 +54,9 @@ pub struct ConsumerSpec {
     pub start_from: StartFrom,
     /// Redelivery after this long without an ack.
     pub ack_wait: Duration,
+    /// A consumer of one process instance (e.g. each router replica needs every update):
+    /// the bus forgets it after this long without a subscriber.
+    pub inactive_after: Option<Duration>,
 }
 
 impl ConsumerSpec {
@@ -63,7 +66,13 @@ impl ConsumerSpec {
             filter: filter.into(),
             start_from: StartFrom::New,
             ack_wait: Duration::from_secs(30),
+            inactive_after: None,
         }
+    }
+
+    pub fn ephemeral(mut self, inactive_after: Duration) -> Self {
+        self.inactive_after = Some(inactive_after);
+        self
     }
 
     pub fn from_beginning(mut self) -> Self {

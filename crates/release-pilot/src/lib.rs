@@ -18,10 +18,12 @@ pub enum Role {
     Release,
     Rollback,
     Notifier,
+    Router,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Auth, Role::Release, Role::Rollback, Role::Notifier, Role::Gateway];
+    pub const ALL: [Role; 6] =
+        [Role::Auth, Role::Release, Role::Rollback, Role::Notifier, Role::Gateway, Role::Router];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -30,6 +32,7 @@ impl Role {
             Role::Release => "release",
             Role::Rollback => "rollback",
             Role::Notifier => "notifier",
+            Role::Router => "router",
         }
     }
 
@@ -41,12 +44,13 @@ impl Role {
             Role::Release => (config.release.grpc_addr, config.release.admin_addr),
             Role::Rollback => (config.rollback.grpc_addr, config.rollback.admin_addr),
             Role::Notifier => (config.notifier.grpc_addr, config.notifier.admin_addr),
+            Role::Router => (config.router.proxy_addr, config.router.admin_addr),
         }
     }
 
     fn endpoint_mut(self, config: &mut Config) -> Option<&mut String> {
         match self {
-            Role::Gateway => None,
+            Role::Gateway | Role::Router => None,
             Role::Auth => Some(&mut config.endpoints.auth),
             Role::Release => Some(&mut config.endpoints.release),
             Role::Rollback => Some(&mut config.endpoints.rollback),
@@ -115,6 +119,7 @@ impl App {
                 Role::Rollback => rp_rollback::start(config, bus, listeners, token).await,
                 Role::Notifier => rp_notifier::start(config, bus, listeners, token).await,
                 Role::Gateway => rp_gateway::start(config, listeners, token).await,
+                Role::Router => rp_router::start(config, bus, listeners, token).await,
             };
             match started {
                 Ok(service) => services.push(service),
@@ -209,7 +214,7 @@ fn random_token() -> String {
 pub async fn migrate(config: &Config, roles: &[Role]) -> anyhow::Result<()> {
     for role in resolve_roles(roles) {
         let db = match role {
-            Role::Gateway => continue,
+            Role::Gateway | Role::Router => continue,
             _ => rp_db::connect(config, role.name()).await?,
         };
         match role {
@@ -217,7 +222,7 @@ pub async fn migrate(config: &Config, roles: &[Role]) -> anyhow::Result<()> {
             Role::Release => db.migrate::<rp_release::store::Migrator>().await?,
             Role::Rollback => db.migrate::<rp_rollback::store::Migrator>().await?,
             Role::Notifier => db.migrate::<rp_notifier::store::Migrator>().await?,
-            Role::Gateway => {}
+            Role::Gateway | Role::Router => {}
         }
         tracing::info!(service = role.name(), backend = ?db.backend, "migrations applied");
     }

@@ -98,6 +98,8 @@ impl TestEnv {
             "RP_ROLLBACK__ADMIN_ADDR",
             "RP_NOTIFIER__GRPC_ADDR",
             "RP_NOTIFIER__ADMIN_ADDR",
+            "RP_ROUTER__PROXY_ADDR",
+            "RP_ROUTER__ADMIN_ADDR",
         ] {
             set(key, "127.0.0.1:0");
         }
