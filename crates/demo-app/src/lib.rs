@@ -124,10 +124,10 @@ async fn update_knobs(
     State(state): State<AppState>,
     Json(update): Json<KnobsUpdate>,
 ) -> Result<Json<Knobs>, (StatusCode, String)> {
-    if let Some(rate) = update.error_rate {
-        if !(0.0..=1.0).contains(&rate) {
-            return Err((StatusCode::UNPROCESSABLE_ENTITY, "error_rate must be between 0 and 1".into()));
-        }
+    if let Some(rate) = update.error_rate
+        && !(0.0..=1.0).contains(&rate)
+    {
+        return Err((StatusCode::UNPROCESSABLE_ENTITY, "error_rate must be between 0 and 1".into()));
     }
     let mut knobs = state.knobs.write().expect("knobs lock");
     if let Some(rate) = update.error_rate {

@@ -34,6 +34,8 @@ pub async fn start(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningService> {
+    // Install the recorder before any counter handle is created (handles made earlier are no-ops).
+    let _ = rp_telemetry::metrics_handle();
     metrics::describe();
     let settings = &config.router;
     let router_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
@@ -67,9 +69,11 @@ pub async fn start(
         });
     }
 
+    let subscription = source::subscribe(&bus, &router_id).await?;
     let source = tokio::spawn(source::run(
         routes.clone(),
         bus.clone(),
+        subscription,
         config.clone(),
         router_id.clone(),
         loaded,

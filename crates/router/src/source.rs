@@ -12,31 +12,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{metrics as names, table::Routes};
 
-/// Loads the snapshot, then applies updates until shutdown. `loaded` is set once the snapshot is in.
+/// The route-update consumer of one router instance.
+pub fn consumer(router_id: &str) -> ConsumerSpec {
+    ConsumerSpec::new(format!("router-{router_id}"), "rp.router.route_updated")
+        .ephemeral(Duration::from_secs(300))
+}
+
+/// Subscribes to route updates (before the router serves, so none is missed).
+pub async fn subscribe(bus: &SharedBus, router_id: &str) -> anyhow::Result<rp_events::Subscription> {
+    Ok(bus.subscribe(&consumer(router_id)).await?)
+}
+
+/// Loads the snapshot, then applies updates until shutdown. `loaded` is set once the snapshot is
+/// in. The subscription was made first, so nothing published while the snapshot loads is
+/// missed; revisions sort out the overlap.
 pub async fn run(
     routes: Arc<Routes>,
     bus: SharedBus,
+    mut subscription: rp_events::Subscription,
     config: Arc<Config>,
     router_id: String,
     loaded: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    // Subscribe first so that nothing published while the snapshot loads is missed; the
-    // revisions sort out the overlap.
-    let spec = ConsumerSpec::new(format!("router-{router_id}"), "rp.router.route_updated")
-        .ephemeral(Duration::from_secs(300));
-    let mut subscription = loop {
-        match bus.subscribe(&spec).await {
-            Ok(subscription) => break subscription,
-            Err(err) => {
-                tracing::warn!(error = %err, "router cannot subscribe to route updates; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    };
+    let spec = consumer(&router_id);
     let snapshot = {
         let routes = routes.clone();
         let config = config.clone();

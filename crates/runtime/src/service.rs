@@ -66,6 +66,8 @@ impl ServiceKit {
         bus: SharedBus,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        // Install the recorder before the service creates metric handles (earlier ones are no-ops).
+        let _ = rp_telemetry::metrics_handle();
         let db = rp_db::connect(&config, name).await?;
         if config.database.run_migrations {
             db.migrate::<M>().await?;
