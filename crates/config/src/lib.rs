@@ -43,7 +43,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
     pub release: ReleaseConfig,
-    pub rollback: ServiceConfig,
+    pub rollback: RollbackConfig,
     pub notifier: NotifierConfig,
     pub router: RouterConfig,
 }
@@ -473,6 +473,43 @@ pub struct BootstrapAdmin {
     pub password: Option<Secret>,
 }
 
+/// The rollback service: health analysis of running deployments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RollbackConfig {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    /// Prometheus base URL for the default memory, DB-pool and business-metric rules.
+    pub prometheus_url: Option<String>,
+    /// Rules are evaluated when a traffic sample arrives, and at least this often.
+    pub evaluation_interval_ms: u64,
+    /// A replica watching a deployment holds it this long between renewals; when it dies,
+    /// another replica takes over after at most this long.
+    pub lease_secs: u64,
+    /// A rule's decision record is stored when its verdict changes, when it acts, and at least
+    /// this often while it stays the same (0: every evaluation).
+    pub record_interval_ms: u64,
+    /// Prometheus queries and HTTP probes run this often per watched deployment.
+    pub poll_interval_ms: u64,
+    /// Decision records older than this are deleted.
+    pub measurement_retention_days: u64,
+}
+
+impl Default for RollbackConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50053)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9103)),
+            prometheus_url: None,
+            evaluation_interval_ms: 500,
+            lease_secs: 5,
+            record_interval_ms: 10_000,
+            poll_interval_ms: 2_000,
+            measurement_retention_days: 14,
+        }
+    }
+}
+
 /// The router (data plane): a weighted reverse proxy whose routes come from the release service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -609,7 +646,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
             release: ReleaseConfig::default(),
-            rollback: ServiceConfig::local(50053, 9103),
+            rollback: RollbackConfig::default(),
             notifier: NotifierConfig::default(),
             router: RouterConfig::default(),
         }

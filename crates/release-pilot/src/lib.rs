@@ -72,6 +72,8 @@ pub struct App {
     pub config: Arc<Config>,
     pub services: Vec<RunningService>,
     pub shutdown: CancellationToken,
+    /// The bus the roles share (tests start extra replicas on it).
+    pub bus: rp_events::SharedBus,
 }
 
 impl App {
@@ -133,7 +135,7 @@ impl App {
                 }
             }
         }
-        Ok(Self { config, services, shutdown })
+        Ok(Self { config, services, shutdown, bus })
     }
 
     /// The running service called `name`.

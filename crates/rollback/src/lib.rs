@@ -1,8 +1,9 @@
-//! The rollback service: watches deployments, decides on rollbacks and keeps incidents. This
-//! first cut owns the incident store and its API; policies and analyses grow in their own issue.
+//! The rollback service: watches deployments against health policies, keeps a decision record
+//! of every evaluation, rolls back (or pauses, or alerts) when a rule fails, and keeps incidents.
 
 pub mod domain;
 mod grpc;
+pub mod service;
 pub mod store;
 
 use std::sync::Arc;
@@ -24,7 +25,9 @@ pub async fn start(
 ) -> anyhow::Result<RunningService> {
     let kit = ServiceKit::start::<store::Migrator>("rollback", config.clone(), bus, shutdown).await?;
     let authn = Authenticator::new(Arc::new(GrpcKeySource::new(&config.endpoints)?), config.identity.clone());
-    let grpc = grpc::RollbackGrpc { db: kit.db.clone(), authn };
+    let core = service::RollbackCore::new(kit.db.clone(), kit.outbox.clone(), kit.bus.clone(), config)?;
+    let tasks = core.spawn(kit.shutdown.clone());
+    let grpc = grpc::RollbackGrpc { core, authn };
     let routes = tonic::service::Routes::new(RollbackServiceServer::new(grpc));
-    Ok(kit.serve(listeners, routes, &[SERVICE_NAME], Vec::new()))
+    Ok(kit.serve(listeners, routes, &[SERVICE_NAME], tasks))
 }

@@ -22,9 +22,14 @@ pub struct Sample {
     pub errors: u64,
     /// Counts per `LATENCY_BUCKETS_MS` bucket, plus one for slower requests.
     pub latency_buckets: Vec<u64>,
+    /// Consecutive failed active health checks of the worst upstream, at the end of the interval.
+    #[serde(default)]
+    pub health_failures: u32,
 }
 
-/// The samples of one version, newest last, trimmed to the longest window in use.
+/// The samples of one version, newest last, trimmed to the longest window in use. Samples that
+/// fall in the same second (several routers, or sub-second router intervals) share one entry, so
+/// memory grows with the window in seconds, not with the number of routers.
 #[derive(Debug, Clone, Default)]
 pub struct Series {
     samples: VecDeque<Sample>,
@@ -37,6 +42,8 @@ pub struct Aggregate {
     pub errors: u64,
     pub buckets: Vec<u64>,
     pub samples: usize,
+    /// The newest sample's consecutive health-check failures.
+    pub health_failures: u32,
 }
 
 impl Aggregate {
@@ -71,10 +78,48 @@ impl Aggregate {
 impl Series {
     pub fn push(&mut self, sample: Sample, keep: Duration) {
         let cutoff = sample.at - keep;
-        self.samples.push_back(sample);
+        match self.samples.back_mut() {
+            Some(last) if last.at.timestamp() == sample.at.timestamp() => {
+                last.requests += sample.requests;
+                last.errors += sample.errors;
+                if last.latency_buckets.len() < sample.latency_buckets.len() {
+                    last.latency_buckets.resize(sample.latency_buckets.len(), 0);
+                }
+                for (total, count) in last.latency_buckets.iter_mut().zip(&sample.latency_buckets) {
+                    *total += count;
+                }
+                last.health_failures = last.health_failures.max(sample.health_failures);
+                last.at = last.at.max(sample.at);
+            }
+            _ => self.samples.push_back(sample),
+        }
         while self.samples.front().is_some_and(|s| s.at < cutoff) {
             self.samples.pop_front();
         }
+    }
+
+    /// When the newest run of samples breaching `rule` on their own began, looking back no
+    /// further than `since`: the incident's "first bad sample".
+    pub fn first_breach(&self, rule: &Rule, since: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut first = None;
+        for sample in self.samples.iter().filter(|s| s.at > since) {
+            let single = Aggregate {
+                requests: sample.requests,
+                errors: sample.errors,
+                buckets: sample.latency_buckets.clone(),
+                samples: 1,
+                health_failures: sample.health_failures,
+            };
+            let (value, _) = router_value(rule.metric, &single, Duration::seconds(1));
+            match value {
+                Some(value) if rule.operator.holds(value, rule.threshold) => {
+                    first.get_or_insert(sample.at);
+                }
+                Some(_) => first = None,
+                None => {}
+            }
+        }
+        first
     }
 
     /// Samples within `window` before `now`.
@@ -86,11 +131,16 @@ impl Series {
             aggregate.requests += sample.requests;
             aggregate.errors += sample.errors;
             aggregate.samples += 1;
+            aggregate.health_failures = sample.health_failures;
             for (total, count) in aggregate.buckets.iter_mut().zip(&sample.latency_buckets) {
                 *total += count;
             }
         }
         aggregate
+    }
+
+    pub fn newest(&self) -> Option<DateTime<Utc>> {
+        self.samples.back().map(|s| s.at)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -107,9 +157,15 @@ pub fn router_value(metric: Metric, aggregate: &Aggregate, window: Duration) -> 
         Metric::RequestRate => {
             Some(aggregate.requests as f64 / window.num_milliseconds().max(1) as f64 * 1000.0)
         }
+        Metric::HealthCheckFailures if aggregate.samples > 0 => Some(aggregate.health_failures as f64),
         _ => None,
     };
-    (value, aggregate.requests)
+    let samples = match metric {
+        // Health checks run without traffic: the samples are the router's reports.
+        Metric::HealthCheckFailures => aggregate.samples as u64,
+        _ => aggregate.requests,
+    };
+    (value, samples)
 }
 
 /// A rule's state between evaluations: since when it has been breached.
@@ -320,7 +376,13 @@ mod tests {
         for second in 0..20 {
             let errors = if second >= 15 { 10 } else { 0 };
             series.push(
-                Sample { at: at(second), requests: 100, errors, latency_buckets: bucket(6, 100) },
+                Sample {
+                    at: at(second),
+                    requests: 100,
+                    errors,
+                    latency_buckets: bucket(6, 100),
+                    health_failures: 0,
+                },
                 Duration::seconds(60),
             );
         }
@@ -336,6 +398,49 @@ mod tests {
         // Trimming keeps only what the longest window needs.
         series.push(Sample { at: at(200), requests: 1, ..Default::default() }, Duration::seconds(60));
         assert_eq!(series.aggregate(at(200), Duration::seconds(300)).samples, 1);
+    }
+
+    #[test]
+    fn samples_of_one_second_merge_and_the_first_breach_is_found() {
+        let mut series = Series::default();
+        let half = |ms: i64, requests, errors| Sample {
+            at: at(0) + Duration::milliseconds(ms),
+            requests,
+            errors,
+            latency_buckets: vec![requests],
+            health_failures: 0,
+        };
+        // Two routers reporting within the same second: one entry.
+        series.push(half(100, 10, 0), Duration::seconds(60));
+        series.push(half(600, 10, 0), Duration::seconds(60));
+        series.push(half(1100, 10, 5), Duration::seconds(60));
+        series.push(half(2100, 10, 0), Duration::seconds(60));
+        series.push(half(3100, 10, 8), Duration::seconds(60));
+        series.push(half(4100, 10, 9), Duration::seconds(60));
+        let all = series.aggregate(at(10), Duration::seconds(60));
+        assert_eq!((all.samples, all.requests, all.buckets[0]), (5, 60, 60));
+        let rule = rule(Comparison::Absolute, 20.0, 0, 1, NoData::Extend);
+        // The breach at 1.1 s recovered at 2.1 s; the current run began at 3.1 s.
+        assert_eq!(series.first_breach(&rule, at(0)), Some(at(0) + Duration::milliseconds(3100)));
+        assert_eq!(series.first_breach(&rule, at(5)), None);
+    }
+
+    #[test]
+    fn health_check_failures_are_the_newest_report() {
+        let mut series = Series::default();
+        for (second, failures) in [(0, 0), (1, 1), (2, 2), (3, 3)] {
+            series.push(
+                Sample { at: at(second), health_failures: failures, ..Default::default() },
+                Duration::seconds(60),
+            );
+        }
+        let aggregate = series.aggregate(at(3), Duration::seconds(10));
+        assert_eq!(
+            router_value(Metric::HealthCheckFailures, &aggregate, Duration::seconds(10)),
+            (Some(3.0), 4)
+        );
+        let nothing = Series::default().aggregate(at(3), Duration::seconds(10));
+        assert_eq!(router_value(Metric::HealthCheckFailures, &nothing, Duration::seconds(10)), (None, 0));
     }
 
     #[test]

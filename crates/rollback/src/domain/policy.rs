@@ -42,6 +42,9 @@ pub enum Source {
     },
 }
 
+/// Traffic samples are kept in memory this long at most.
+pub const MAX_ROUTER_WINDOW_SECONDS: u64 = 3600;
+
 fn default_probe_timeout() -> u64 {
     2000
 }
@@ -173,7 +176,14 @@ impl Rule {
             self.metric,
             Metric::ErrorRate | Metric::LatencyP95 | Metric::LatencyP99 | Metric::RequestRate
         );
+        if matches!(self.source, Source::Router) && self.window_seconds > MAX_ROUTER_WINDOW_SECONDS {
+            return Err(format!(
+                "rule {}: router windows are at most {MAX_ROUTER_WINDOW_SECONDS} seconds (use Prometheus for longer ones)",
+                self.name
+            ));
+        }
         let fits = match (&self.source, self.metric) {
+            (Source::Router, Metric::HealthCheckFailures) => true,
             (Source::Router, _) => router_metric,
             (Source::Prometheus { url, query }, Metric::Query) => {
                 if !(url.starts_with("http://") || url.starts_with("https://")) || query.trim().is_empty() {
@@ -333,12 +343,17 @@ pub fn default_rules(prometheus_url: Option<&str>, health_url: Option<&str>) -> 
             Some((26, 75)),
         ),
     ];
-    if let Some(url) = health_url {
-        // Three consecutive failed health checks: immediate rollback (at 5%: any failure).
+    // Three consecutive failed health checks: immediate rollback. The router's active checks of
+    // the version's upstreams, or a probe of `health_url` when one is given.
+    {
+        let source = match health_url {
+            Some(url) => Source::HttpProbe { url: url.into(), timeout_ms: 2000 },
+            None => Source::Router,
+        };
         rules.push(Rule {
             name: "3 consecutive health-check failures".into(),
             metric: Metric::HealthCheckFailures,
-            source: Source::HttpProbe { url: url.into(), timeout_ms: 2000 },
+            source,
             operator: Operator::Gte,
             threshold: 3.0,
             comparison: Comparison::Absolute,
@@ -351,6 +366,23 @@ pub fn default_rules(prometheus_url: Option<&str>, health_url: Option<&str>) -> 
             weights: None,
         });
     }
+    // An Alertmanager alert labelled with the deployment's app and environment (and version, when
+    // it carries one) is evidence enough: roll back.
+    rules.push(Rule {
+        name: "Alertmanager alert firing".into(),
+        metric: Metric::Alert,
+        source: Source::Alertmanager { alertname: String::new() },
+        operator: Operator::Gte,
+        threshold: 1.0,
+        comparison: Comparison::Absolute,
+        window_seconds: 60,
+        for_seconds: 0,
+        min_samples: 0,
+        no_data: NoData::Extend,
+        severity: Severity::Critical,
+        action: Action::Rollback,
+        weights: None,
+    });
     if let Some(url) = prometheus_url {
         let query = |name: &str, query: &str, threshold, for_s, comparison, action, severity| Rule {
             name: name.into(),
@@ -419,7 +451,10 @@ mod tests {
         assert!(
             rules.iter().filter(|r| r.weights == Some((1, 5))).all(|r| r.applies_at(5) && !r.applies_at(25))
         );
-        assert_eq!(default_rules(None, None).len(), 9);
+        assert_eq!(default_rules(None, None).len(), 11);
+        let router_health =
+            default_rules(None, None).into_iter().find(|r| r.metric == Metric::HealthCheckFailures);
+        assert_eq!(router_health.map(|r| r.source), Some(Source::Router));
     }
 
     #[test]

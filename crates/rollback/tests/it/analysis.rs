@@ -1,0 +1,379 @@
+//! Canary analysis end to end: promotion, automatic rollback with its evidence, blue-green
+//! switch-back, Alertmanager, lease takeover, and idempotent rollbacks.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rp_proto::{release::v1 as release_pb, rollback::v1 as pb};
+use rp_runtime::{CancellationToken, Listeners};
+use rp_test_support::{authed, eventually};
+
+use release_pilot::Role;
+
+use crate::{APP, ENV, Traffic, WAIT, stack, stack_with};
+
+fn canary(steps: &[(i32, i64)]) -> release_pb::CreateDeploymentRequest {
+    release_pb::CreateDeploymentRequest {
+        version: "2.0.0".into(),
+        strategy: "canary".into(),
+        steps: steps
+            .iter()
+            .map(|(weight, hold)| release_pb::CanaryStep {
+                weight: *weight,
+                hold_seconds: *hold,
+                analysis: true,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Waits until every answer of the last 500 ms came from `version`, and returns when that began.
+async fn wait_all_traffic_on(traffic: &Traffic, version: &str) {
+    eventually(WAIT, &format!("all traffic on {version}"), || async {
+        let since = Instant::now() - Duration::from_millis(500);
+        let recent = traffic.since(since);
+        (recent.len() >= 10 && recent.iter().all(|h| h.version == version && h.status == 200)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted_with_its_decision_records() {
+    let stack = stack().await;
+    stack.fast_policy().await;
+    let traffic = Traffic::start(stack.router_url(), 2, Duration::from_millis(10));
+    let deployment = stack.deploy(canary(&[(20, 2), (50, 2)])).await;
+    let analysis = stack.wait_analysis(&deployment.id, "running").await;
+    assert_eq!((analysis.version.as_str(), analysis.stable_version.as_str()), ("2.0.0", "1.0.0"));
+    stack.wait_state(&deployment.id, "succeeded").await;
+    let analysis = stack.wait_analysis(&deployment.id, "passed").await;
+    wait_all_traffic_on(&traffic, "2.0.0").await;
+
+    // Decision records: the router rule saw real traffic of 2.0.0 and judged it healthy.
+    let router_records: Vec<&pb::Measurement> =
+        analysis.measurements.iter().filter(|m| m.rule == "error rate above 5%").collect();
+    assert!(!router_records.is_empty(), "{:?}", analysis.measurements);
+    let healthy = router_records.iter().find(|m| m.verdict == "healthy").expect("a healthy verdict");
+    assert!(healthy.samples >= 20, "{healthy:?}");
+    assert_eq!(healthy.value, Some(0.0));
+    assert_eq!((healthy.operator.as_str(), healthy.threshold), ("gt", 5.0));
+    assert!(healthy.query.contains("2.0.0"), "{}", healthy.query);
+    assert!(router_records.iter().all(|m| m.verdict != "failed"));
+    assert!(stack.incidents().await.is_empty());
+    assert!(stack.rollbacks().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_rolled_back_automatically_and_the_incident_keeps_the_evidence() {
+    let stack = stack().await;
+    stack.fast_policy().await;
+    let traffic = Traffic::start(stack.router_url(), 2, Duration::from_millis(10));
+    stack.fail_v2(0.5);
+    let deployment = stack.deploy(canary(&[(20, 60), (50, 60)])).await;
+
+    let rolled = stack.wait_state(&deployment.id, "rolled_back").await;
+    wait_all_traffic_on(&traffic, "1.0.0").await;
+    assert!(rolled.failure_reason.contains("error rate above 5%"), "{}", rolled.failure_reason);
+
+    let analysis = stack.wait_analysis(&deployment.id, "failed").await;
+    assert!(analysis.reason.starts_with("error rate above 5%: "), "{}", analysis.reason);
+    let incident =
+        eventually(WAIT, "the incident", || async { stack.incidents().await.into_iter().next() }).await;
+    assert_eq!((incident.app.as_str(), incident.environment.as_str()), (APP, ENV));
+    assert_eq!((incident.status.as_str(), incident.severity.as_str()), ("open", "critical"));
+    assert_eq!(
+        (incident.deployment_id.as_str(), incident.version.as_str()),
+        (deployment.id.as_str(), "2.0.0")
+    );
+    let steps: Vec<&str> = incident.timeline.iter().map(|t| t.what.as_str()).collect();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(steps[0], "first bad sample");
+    assert!(steps[1].starts_with("decision: error rate above 5%"), "{steps:?}");
+    assert_eq!(steps[2], "traffic restored to 1.0.0");
+    let at = |i: usize| {
+        let t = incident.timeline[i].at.unwrap();
+        t.seconds as f64 + t.nanos as f64 / 1e9
+    };
+    assert!(at(0) <= at(1) && at(1) <= at(2), "timeline in order");
+    assert!(incident.mttr_seconds > 0.0 && incident.mttr_seconds < 20.0, "MTTR {}", incident.mttr_seconds);
+    assert!((incident.mttr_seconds - (at(2) - at(0))).abs() < 0.01);
+
+    // The rollback carries the decision records that caused it.
+    let rollbacks = stack.rollbacks().await;
+    assert_eq!(rollbacks.len(), 1);
+    let rollback = &rollbacks[0];
+    assert_eq!(
+        (rollback.trigger.as_str(), rollback.restored_version.as_str()),
+        ("error rate above 5%", "1.0.0")
+    );
+    assert_eq!(rollback.incident_id, incident.id);
+    assert_eq!(rollback.measurement_ids, incident.measurement_ids);
+    assert!(!rollback.measurement_ids.is_empty());
+    for id in &rollback.measurement_ids {
+        let record = analysis.measurements.iter().find(|m| &m.id == id).expect("the evidence is on record");
+        assert_eq!(record.verdict, "failed");
+        assert!(record.value.unwrap() > 5.0 && record.samples >= 20, "{record:?}");
+    }
+    let breaches = stack
+        .rollback
+        .clone()
+        .get_analysis(authed(
+            &stack.admin,
+            pb::GetAnalysisRequest { id: analysis.id.clone(), breaches_only: true, ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        breaches.measurements.iter().all(|m| m.verdict != "healthy") && !breaches.measurements.is_empty()
+    );
+
+    // Resolving the incident closes its timeline, once.
+    let resolve = || {
+        authed(
+            &stack.admin,
+            pb::ResolveIncidentRequest { id: incident.id.clone(), note: "bad config in 2.0.0".into() },
+        )
+    };
+    let resolved = stack.rollback.clone().resolve_incident(resolve()).await.unwrap().into_inner();
+    assert_eq!(resolved.status, "resolved");
+    assert!(resolved.timeline.last().unwrap().what.ends_with("bad config in 2.0.0"));
+    let again = stack.rollback.clone().resolve_incident(resolve()).await.unwrap().into_inner();
+    assert_eq!((again.timeline.len(), again.resolved_at), (resolved.timeline.len(), resolved.resolved_at));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_switches_back_when_the_new_version_fails_after_the_switch() {
+    let stack = stack().await;
+    stack.fast_policy().await;
+    let traffic = Traffic::start(stack.router_url(), 2, Duration::from_millis(10));
+    stack.fail_v2(0.3);
+    let deployment = stack
+        .deploy(release_pb::CreateDeploymentRequest {
+            version: "2.0.0".into(),
+            strategy: "blue_green".into(),
+            pre_promotion_seconds: 1,
+            rollback_window_seconds: 60,
+            ..Default::default()
+        })
+        .await;
+    // Green takes all traffic at the switch, fails, and blue comes back.
+    eventually(WAIT, "the switch to green", || async {
+        let since = Instant::now() - Duration::from_millis(300);
+        traffic.since(since).iter().any(|h| h.version == "2.0.0").then_some(())
+    })
+    .await;
+    let rolled = stack.wait_state(&deployment.id, "rolled_back").await;
+    assert!(rolled.failure_reason.contains("error rate above 5%"), "{}", rolled.failure_reason);
+    wait_all_traffic_on(&traffic, "1.0.0").await;
+    let analysis = stack.wait_analysis(&deployment.id, "failed").await;
+    let failed = analysis.measurements.iter().find(|m| m.verdict == "failed").expect("the failing record");
+    assert_eq!(failed.weight, 100, "the failure was seen after the switch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alertmanager_alert_about_the_canary_rolls_it_back() {
+    let stack = stack().await;
+    stack.fast_policy().await;
+    let _traffic = Traffic::start(stack.router_url(), 1, Duration::from_millis(20));
+    let deployment = stack.deploy(canary(&[(20, 120)])).await;
+    stack.wait_analysis(&deployment.id, "running").await;
+    let alert = |status: &str, app: &str| {
+        serde_json::json!({
+            "version": "4", "status": status, "receiver": "release-pilot",
+            "alerts": [{"status": status, "fingerprint": format!("fp-{app}"),
+                "labels": {"alertname": "CheckoutErrors", "app": app, "environment": ENV, "version": "2.0.0",
+                           "severity": "critical"}}]
+        })
+        .to_string()
+    };
+    let mut client = stack.rollback.clone();
+    // An alert about another app changes nothing.
+    let other = client
+        .receive_alerts(authed(
+            &stack.admin,
+            pb::ReceiveAlertsRequest { payload_json: alert("firing", "billing") },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((other.alerts, other.matched), (1, 0));
+    let bad = client
+        .receive_alerts(authed(
+            &stack.admin,
+            pb::ReceiveAlertsRequest { payload_json: "{\"alerts\": 3}".into() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert_eq!(stack.deployment(&deployment.id).await.state, "in_progress");
+
+    let ours = client
+        .receive_alerts(authed(&stack.admin, pb::ReceiveAlertsRequest { payload_json: alert("firing", APP) }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((ours.alerts, ours.matched), (1, 1));
+    let rolled = stack.wait_state(&deployment.id, "rolled_back").await;
+    assert!(rolled.failure_reason.starts_with("alert firing"), "{}", rolled.failure_reason);
+    let rollbacks = stack.rollbacks().await;
+    assert_eq!(rollbacks[0].trigger, "alert firing");
+}
+
+/// A rollback replica in its own runtime, so it can die without cleaning up.
+struct Replica {
+    grpc: SocketAddr,
+    kill: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Replica {
+    fn start(config: Arc<rp_config::Config>, bus: rp_events::SharedBus) -> Self {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (kill, kill_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let any = SocketAddr::from(([127, 0, 0, 1], 0));
+            let service = runtime.block_on(async {
+                let listeners = Listeners::bind(any, any).await.unwrap();
+                rp_rollback::start(config, bus, listeners, CancellationToken::new()).await.unwrap()
+            });
+            addr_tx.send(service.primary_addr).unwrap();
+            let _ = kill_rx.recv();
+            // Drop every task where it stands: no lease is released, nothing is flushed.
+            runtime.shutdown_background();
+        });
+        Self { grpc: addr_rx.recv().unwrap(), kill, thread: Some(thread) }
+    }
+
+    fn kill(mut self) {
+        let _ = self.kill.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    async fn client(
+        &self,
+    ) -> rp_proto::rollback::v1::rollback_service_client::RollbackServiceClient<tonic::transport::Channel>
+    {
+        rp_proto::rollback::v1::rollback_service_client::RollbackServiceClient::connect(format!(
+            "http://{}",
+            self.grpc
+        ))
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.kill.send(());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_replica_holding_the_lease_dies_another_takes_over_and_finishes_the_decision() {
+    // The system without its own rollback role: two replicas of their own, sharing its
+    // database and bus.
+    let mut stack = stack_with(&[Role::Auth, Role::Release, Role::Router, Role::Gateway]).await;
+    let config = stack.system.app.config.clone();
+    let bus = stack.system.app.bus.clone();
+    let first = Replica::start(config.clone(), bus.clone());
+    stack.rollback = first.client().await;
+    let rules = serde_json::json!([
+        {"name": "error rate above 5% for 3s", "metric": "error_rate", "source": {"kind": "router"},
+         "operator": "gt", "threshold": 5.0, "window_seconds": 2, "for_seconds": 3, "min_samples": 20,
+         "severity": "critical", "action": "rollback"}
+    ]);
+    stack.put_policy(&rules.to_string()).await.unwrap();
+    let traffic = Traffic::start(stack.router_url(), 2, Duration::from_millis(10));
+    let deployment = stack.deploy(canary(&[(30, 120)])).await;
+    let held = eventually(WAIT, "the first replica to hold the lease", || async {
+        stack.analysis_of(&deployment.id).await.filter(|a| !a.lease_holder.is_empty())
+    })
+    .await;
+    let second = Replica::start(config, bus);
+
+    stack.fail_v2(0.5);
+    eventually(WAIT, "the breach to be seen", || async {
+        let analysis = stack.analysis_of(&deployment.id).await?;
+        analysis.measurements.iter().any(|m| m.verdict == "breaching").then_some(())
+    })
+    .await;
+    first.kill();
+    stack.rollback = second.client().await;
+
+    let rolled = stack.wait_state(&deployment.id, "rolled_back").await;
+    assert_eq!(rolled.state, "rolled_back");
+    wait_all_traffic_on(&traffic, "1.0.0").await;
+    let analysis = stack.wait_analysis(&deployment.id, "failed").await;
+    assert!(!analysis.lease_holder.is_empty());
+    assert_ne!(analysis.lease_holder, held.lease_holder, "the surviving replica decided");
+    assert_eq!(stack.rollbacks().await.len(), 1);
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_requested_twice_acts_once() {
+    let stack = stack().await;
+    stack.fast_policy().await;
+    let deployment = stack.deploy(canary(&[(20, 120)])).await;
+    stack.wait_analysis(&deployment.id, "running").await;
+    let request = || {
+        authed(
+            &stack.admin,
+            pb::TriggerRollbackRequest {
+                deployment_id: deployment.id.clone(),
+                reason: "checkout looks wrong".into(),
+                ..Default::default()
+            },
+        )
+    };
+    let (mut a, mut b) = (stack.rollback.clone(), stack.rollback.clone());
+    let (first, second) = tokio::join!(a.trigger_rollback(request()), b.trigger_rollback(request()));
+    let (first, second) = (first.unwrap().into_inner(), second.unwrap().into_inner());
+    assert_eq!(first.id, second.id);
+    assert_eq!((first.trigger.as_str(), first.restored_version.as_str()), ("manual", "1.0.0"));
+    assert_eq!(first.requested_by, rp_identity_admin_email());
+    let again = stack.rollback.clone().trigger_rollback(request()).await.unwrap().into_inner();
+    assert_eq!(again.id, first.id);
+    stack.wait_state(&deployment.id, "rolled_back").await;
+    assert_eq!(stack.rollbacks().await.len(), 1);
+    let deployments = stack
+        .release
+        .clone()
+        .list_deployments(authed(
+            &stack.admin,
+            release_pb::ListDeploymentsRequest { app: APP.into(), ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .deployments;
+    assert_eq!(deployments.iter().filter(|d| d.strategy == "rollback").count(), 1);
+    stack.wait_analysis(&deployment.id, "stopped").await;
+    // No incident for a rollback people asked for.
+    assert!(stack.incidents().await.is_empty());
+
+    // Bad requests are refused before anything happens.
+    let malformed = stack
+        .rollback
+        .clone()
+        .trigger_rollback(authed(
+            &stack.admin,
+            pb::TriggerRollbackRequest { deployment_id: "nope".into(), ..Default::default() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), tonic::Code::InvalidArgument);
+}
+
+fn rp_identity_admin_email() -> &'static str {
+    release_pilot::testing::ADMIN_EMAIL
+}
