@@ -8,6 +8,12 @@ use rp_proto::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+mod check;
+mod releases;
+
+pub use check::token as check_token;
+pub use releases::*;
+
 fn time(ts: Option<rp_proto::Timestamp>) -> Option<DateTime<Utc>> {
     ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
 }
@@ -379,12 +385,17 @@ pub struct ChannelList {
 /// JSON Schema's `integer` includes `5.0`: accept integral numbers written as floats.
 fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
     let number = serde_json::Number::deserialize(deserializer)?;
+    integral(&number).map_err(serde::de::Error::custom)
+}
+
+/// The integer a JSON number stands for, if it is one (`5` or `5.0`).
+fn integral(number: &serde_json::Number) -> Result<i64, String> {
     if let Some(n) = number.as_i64() {
         return Ok(n);
     }
     match number.as_f64() {
         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-        _ => Err(serde::de::Error::custom(format!("expected a whole number, got {number}"))),
+        _ => Err(format!("expected a whole number, got {number}")),
     }
 }
 

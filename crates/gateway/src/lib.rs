@@ -60,7 +60,12 @@ use routes::AppState;
         (name = "auth", description = "Login, tokens and your own account"),
         (name = "users", description = "User management (administrators)"),
         (name = "api-tokens", description = "API tokens for CI"),
-        (name = "apps", description = "Applications under release management"),
+        (name = "apps", description = "Applications under release management, and their targets"),
+        (name = "environments", description = "The promotion pipeline, and freeze windows"),
+        (name = "releases", description = "Versions from Conventional Commits, changelogs, quality checks"),
+        (name = "deployments", description = "Gated deployments, approvals, live updates, rollbacks, status"),
+        (name = "audit", description = "The hash-chained audit log"),
+        (name = "dora", description = "DORA metrics"),
         (name = "incidents", description = "Incidents opened by rollbacks"),
         (name = "channels", description = "Notification channels"),
     )
@@ -154,12 +159,17 @@ fn complete(paths: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
 }
 
 /// Builds the whole HTTP application.
-pub fn app(config: &Config, clients: Clients, limits: Arc<RateLimits>) -> Router {
+pub fn app(
+    config: &Config,
+    clients: Clients,
+    limits: Arc<RateLimits>,
+    shutdown: CancellationToken,
+) -> Router {
     let (api_router, api) = routes::router().split_for_parts();
     let doc = Arc::new(complete(api));
     let docs_html = utoipa_scalar::Scalar::new(doc.as_ref().clone()).title("Release Pilot API").to_html();
 
-    let state = AppState { clients };
+    let state = AppState { clients, shutdown };
     let routes = api_router
         .route("/.well-known/jwks.json", get(routes::auth::jwks))
         .route("/api/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
@@ -201,10 +211,11 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
+            header::IF_MATCH,
             header::HeaderName::from_static("idempotency-key"),
             header::HeaderName::from_static("x-request-id"),
         ])
-        .expose_headers([header::HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+        .expose_headers([header::HeaderName::from_static("x-request-id"), header::RETRY_AFTER, header::ETAG])
         .max_age(Duration::from_secs(600))
 }
 
@@ -275,7 +286,7 @@ pub async fn start(
         });
     }
     let limits = Arc::new(RateLimits::new(&config.gateway.rate_limit));
-    let app = app(&config, clients, limits.clone());
+    let app = app(&config, clients, limits.clone(), shutdown.clone());
 
     let primary_addr = listeners.primary_addr();
     let admin_addr = listeners.admin_addr();

@@ -1,14 +1,19 @@
 //! REST handlers under `/api/v1`, each a thin translation to one gRPC call.
 
 pub mod apps;
+pub mod audit;
 pub mod auth;
 pub mod channels;
+pub mod deployments;
+pub mod environments;
 pub mod incidents;
+pub mod releases;
 pub mod tokens;
 pub mod users;
 
 use axum::extract::{FromRequestParts, Query, rejection::QueryRejection};
-use axum::http::request::Parts;
+use axum::http::{HeaderMap, header, request::Parts};
+use rp_runtime::CancellationToken;
 use serde::de::DeserializeOwned;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -18,6 +23,40 @@ use crate::{clients::Clients, problem::Problem};
 #[derive(Clone)]
 pub struct AppState {
     pub clients: Clients,
+    /// Cancelled when the gateway stops: long-lived responses (event streams) end.
+    pub shutdown: CancellationToken,
+}
+
+/// The `Idempotency-Key` header (empty when absent): 1-200 visible ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
+    match headers.get("idempotency-key") {
+        None => Ok(String::new()),
+        Some(value) => {
+            let key = value.to_str().unwrap_or_default();
+            crate::dto::check_token("Idempotency-Key", key, 200)?;
+            Ok(key.to_owned())
+        }
+    }
+}
+
+/// The revision an `If-Match` header asks for (0 when absent or `*`): a deployment's `ETag`,
+/// quoted or not.
+pub fn expected_revision(headers: &HeaderMap) -> Result<i64, Problem> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(0);
+    };
+    let text = value.to_str().unwrap_or_default();
+    if text == "*" {
+        return Ok(0);
+    }
+    let digits = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    let valid = (1..=18).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    match digits.parse::<i64>() {
+        Ok(revision) if valid => Ok(revision),
+        _ => Err(Problem::validation("If-Match must be a deployment revision (its ETag), e.g. \"7\"")),
+    }
 }
 
 /// `Query<T>` whose rejections are problem+json.
@@ -52,6 +91,32 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(apps::list_apps, apps::create_app))
         .routes(routes!(apps::get_app))
+        .routes(routes!(environments::list_targets))
+        .routes(routes!(environments::put_target))
+        .routes(routes!(environments::list_environments, environments::create_environment))
+        .routes(routes!(environments::update_environment))
+        .routes(routes!(environments::list_freeze_windows, environments::create_freeze_window))
+        .routes(routes!(environments::delete_freeze_window))
+        .routes(routes!(releases::list_releases))
+        .routes(routes!(releases::create_release))
+        .routes(routes!(releases::preview_release))
+        .routes(routes!(releases::get_release))
+        .routes(routes!(releases::report_quality_check))
+        .routes(routes!(deployments::list_deployments, deployments::create_deployment))
+        .routes(routes!(deployments::get_deployment))
+        .routes(routes!(deployments::deployment_events))
+        .routes(routes!(deployments::approve_deployment))
+        .routes(routes!(deployments::pause_deployment))
+        .routes(routes!(deployments::resume_deployment))
+        .routes(routes!(deployments::promote_deployment))
+        .routes(routes!(deployments::abort_deployment))
+        .routes(routes!(deployments::rollback_deployment))
+        .routes(routes!(deployments::report_driver_result))
+        .routes(routes!(deployments::create_rollback))
+        .routes(routes!(deployments::get_status))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
+        .routes(routes!(audit::get_dora))
         .routes(routes!(incidents::list_incidents))
         .routes(routes!(incidents::get_incident))
         .routes(routes!(channels::list_channels))

@@ -1,6 +1,8 @@
 //! The HTTP gateway in front of the real services, on the backend chosen by
 //! `RELEASE_PILOT_TEST_BACKEND`.
 
+mod release;
+
 use release_pilot::{Role, testing::TestSystem};
 use reqwest::{Method, StatusCode, header};
 use rp_test_support::TestEnv;
