@@ -2,6 +2,7 @@
 //! resolves and every role knows where the others are), shares one event bus, starts the roles,
 //! and shuts them down together with a grace period.
 
+pub mod demo;
 pub mod testing;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -1,4 +1,4 @@
-//! `release-pilot`: serve, migrate, config dump, healthcheck.
+//! `release-pilot`: serve, migrate, config dump, healthcheck, openapi, demo.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -37,6 +37,22 @@ enum Command {
     },
     /// Print the HTTP API's OpenAPI 3.1 document.
     Openapi,
+    /// Run everything with demo app v1 and v2 behind the router and live traffic; a canary of v2
+    /// starts failing and is rolled back automatically, shown live. Then keeps running.
+    Demo {
+        /// Requests per second through the router.
+        #[arg(long, default_value_t = 50)]
+        rps: u32,
+        /// Share of v2's requests that fail once it breaks (0-1).
+        #[arg(long, default_value_t = 0.3)]
+        error_rate: f64,
+        /// Seconds of healthy canary before v2 breaks.
+        #[arg(long, default_value_t = 7)]
+        healthy_seconds: u64,
+        /// Exit after the rollback instead of running until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    },
     /// Exit 0 when every role's admin /ready endpoint answers 200 (for container health checks).
     Healthcheck {
         #[arg(long = "role", value_enum)]
@@ -84,6 +100,35 @@ async fn run(command: Command, config: Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Openapi => print_openapi(),
+        Command::Demo { rps, error_rate, healthy_seconds, exit } => {
+            if !(0.0..=1.0).contains(&error_rate) || rps == 0 {
+                eprintln!("error: --error-rate must be within 0-1 and --rps above 0");
+                return ExitCode::from(2);
+            }
+            // Quiet logs unless asked: the demo's output is the show.
+            let mut telemetry_config = config.telemetry.clone();
+            if telemetry_config.log_filter == rp_config::TelemetryConfig::default().log_filter {
+                telemetry_config.log_filter = "error".into();
+            }
+            let telemetry = match rp_telemetry::init(&telemetry_config) {
+                Ok(guard) => guard,
+                Err(err) => return fail(&err),
+            };
+            let shutdown = CancellationToken::new();
+            rp_runtime::shutdown::cancel_on_signal(shutdown.clone());
+            let options = release_pilot::demo::DemoOptions {
+                requests_per_second: rps,
+                error_rate,
+                healthy_seconds,
+                exit_after_rollback: exit,
+            };
+            let result = release_pilot::demo::run(config, options, shutdown).await;
+            telemetry.shutdown();
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => fail(&err),
+            }
+        }
         Command::Healthcheck { roles } => {
             let failing = release_pilot::healthcheck(&config, &roles).await;
             for (role, reason) in &failing {

@@ -183,3 +183,29 @@ async fn one_request_is_one_trace_from_the_gateway_into_auth() {
     assert!(status.success());
     stop.cancel();
 }
+
+#[tokio::test]
+async fn the_demo_shows_a_failing_canary_rolled_back_live_and_exits_when_asked() {
+    let env = TestEnv::new();
+    let (mut vars, ..) = process_env(&env, &[]);
+    // Every port chosen by the system, so the demo runs beside anything.
+    for role in ["GATEWAY__HTTP", "GATEWAY__ADMIN", "ROUTER__PROXY", "ROUTER__ADMIN"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            ["AUTH", "RELEASE", "ROLLBACK", "NOTIFIER"]
+                .iter()
+                .flat_map(|s| [format!("{s}__GRPC"), format!("{s}__ADMIN")]),
+        )
+    {
+        vars.insert(format!("RP_{role}_ADDR"), "127.0.0.1:0".into());
+    }
+    let child = spawn(&vars, &["demo", "--exit", "--rps", "80", "--healthy-seconds", "3"]);
+    let (status, output) = wait_exit(child, Duration::from_secs(90)).await;
+    assert!(status.success(), "{output}");
+    assert!(output.contains("1.1.0 starts failing 30% of its requests"), "{output}");
+    assert!(output.contains("✔ Rolled back automatically: error rate above 5%"), "{output}");
+    assert!(output.contains("traffic restored to 1.0.0") && output.contains("MTTR"), "{output}");
+    assert!(output.contains("query: router: error_rate of shop 1.1.0 in staging"), "{output}");
+    assert!(!output.contains("admin-password-for-tests"), "the given admin password is never printed");
+}

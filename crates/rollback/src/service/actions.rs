@@ -121,6 +121,7 @@ impl RollbackCore {
                     .filter(analyses::Column::Status.eq(status::FAILED))
                     .exec(&self.db.conn)
                     .await?;
+                self.reload.store(true, std::sync::atomic::Ordering::SeqCst);
                 anyhow::bail!("the release service did not roll back: {}", status.message());
             }
             Err(status) => Err(status.message().to_owned()),

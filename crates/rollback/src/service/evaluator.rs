@@ -130,6 +130,11 @@ pub async fn run(core: Arc<RollbackCore>, shutdown: CancellationToken) {
             tracing::warn!(error = %err, "cannot store decision records");
         }
         for (row, decision) in decisions {
+            if matches!(decision, Decision::Rollback { .. }) {
+                // Decided: nothing more to evaluate (a rollback that must be retried puts the
+                // analysis back and asks for a reload).
+                watched.remove(&row.id);
+            }
             super::actions::spawn(core.clone(), row, decision);
         }
         metrics::gauge!(names::WATCHED).set(watched.len() as f64);

@@ -113,6 +113,8 @@ async fn a_failing_canary_is_rolled_back_automatically_and_the_incident_keeps_th
     assert_eq!(rollback.incident_id, incident.id);
     assert_eq!(rollback.measurement_ids, incident.measurement_ids);
     assert!(!rollback.measurement_ids.is_empty());
+    let failed = analysis.measurements.iter().filter(|m| m.verdict == "failed").count();
+    assert_eq!(failed, rollback.measurement_ids.len(), "nothing is evaluated after the decision");
     for id in &rollback.measurement_ids {
         let record = analysis.measurements.iter().find(|m| &m.id == id).expect("the evidence is on record");
         assert_eq!(record.verdict, "failed");
