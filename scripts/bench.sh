@@ -2,7 +2,7 @@
 # Benchmarks (`just bench`). Each writes bench/results/<name>.json and a line to
 # bench/results/summary.md. They run on this machine's loopback only.
 #
-#   scripts/bench.sh [releases-list] ...     (default: all)
+#   scripts/bench.sh [releases-list|reaction|router|scale] ...     (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -11,13 +11,20 @@ mkdir -p "$results"
 tools="$(scripts/test-tools.sh bench)"
 scripts/ensure-services.sh
 
-echo "==> building the release binary"
-cargo build --release --locked -p release-pilot >&2
+echo "==> building the release binaries"
+cargo build --release --locked -p release-pilot -p rp-bench -p demo-app >&2
 binary="$root/target/release/release-pilot"
+bench="$root/target/release/rp-bench"
 
 work="$(mktemp -d)"
 server=""
-cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+pids=()
+cleanup() {
+  [ -n "$server" ] && kill "$server" 2>/dev/null
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 # Ten distinct free ports, held open together while chosen.
@@ -118,11 +125,149 @@ JSON
   cat "$results/releases-list.json"
 }
 
+bench_reaction() {
+  echo "==> reaction: failing canary → all traffic on stable, 20 runs per backend, default settings"
+  env -i PATH="$PATH" HOME="$work" RP_TELEMETRY__LOG_FILTER=error \
+    "$bench" reaction --runs 20 --out "$results/reaction-embedded.json" >/dev/null
+  psql -h 127.0.0.1 -U postgres -d postgres -q -c "DROP DATABASE IF EXISTS rp_bench_reaction WITH (FORCE)" -c "CREATE DATABASE rp_bench_reaction"
+  env -i PATH="$PATH" HOME="$work" RP_TELEMETRY__LOG_FILTER=error \
+    RP_DATABASE__URL=postgres://postgres@127.0.0.1:5432/rp_bench_reaction \
+    RP_NATS__URL=nats://127.0.0.1:4222 RP_NATS__STREAM=RP_BENCH_REACTION RP_NATS__SUBJECT_PREFIX=rp_bench_reaction. \
+    "$bench" reaction --runs 20 --out "$results/reaction-distributed.json" >/dev/null
+  local line=""
+  for backend in embedded distributed; do
+    line+="$(python3 - "$results/reaction-$backend.json" "$backend" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+x, d = r["reaction"], r["crossing_to_decision"]
+print(f'{sys.argv[2]}: p50 {x["p50_s"]*1000:.0f} ms, p95 {x["p95_s"]*1000:.0f} ms, max {x["max_s"]*1000:.0f} ms (detection p95 {d["p95_s"]*1000:.0f} ms); ', end="")
+PY
+)"
+  done
+  echo "| $(date -u +%F) | rollback reaction (20 runs, target p95 ≤ 1 s) | $line |" >>"$results/summary.md"
+  cat "$results/reaction-embedded.json" "$results/reaction-distributed.json"
+}
+
+# wrk against $1 for $2 seconds; prints "rps p50_ms p99_ms".
+wrk_run() {
+  wrk -t2 -c64 -d"$2"s --latency "$1" | python3 -c '
+import re, sys
+text = sys.stdin.read()
+def ms(label):
+    m = re.search(r"^\s*" + label + r"\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+print(f"{rps:.0f} {ms(\"50%\"):.3f} {ms(\"99%\"):.3f} {errors.group(1) if errors else 0}")'
+}
+
+bench_router() {
+  echo "==> router vs nginx: same two demo-app upstreams, 90/10 weighted split, wrk -t2 -c64"
+  command -v nginx >/dev/null && command -v wrk >/dev/null || {
+    echo "bench: installing nginx and wrk (Debian packages)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx wrk >/dev/null
+  }
+  local v1=${ports[0]} v2=${ports[1]} ng=${ports[2]} rt=${ports[3]} rt_admin=${ports[4]}
+  "$root/target/release/demo-app" --version 1.0.0 --port "$v1" 2>/dev/null & pids+=($!)
+  "$root/target/release/demo-app" --version 2.0.0 --port "$v2" 2>/dev/null & pids+=($!)
+  mkdir -p "$work/nginx/logs"
+  cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream app {
+    server 127.0.0.1:$v1 weight=9;
+    server 127.0.0.1:$v2 weight=1;
+    keepalive 128;
+  }
+  server {
+    listen 127.0.0.1:$ng;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+NGINX
+  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' & pids+=($!)
+  RP_TELEMETRY__LOG_FILTER=error "$bench" router --listen "127.0.0.1:$rt" --admin "127.0.0.1:$rt_admin" \
+    --stable "127.0.0.1:$v1" --canary "127.0.0.1:$v2" --weight 10 2>/dev/null & local router_pid=$!; pids+=($router_pid)
+  for url in "http://127.0.0.1:$ng/" "http://127.0.0.1:$rt/"; do
+    for _ in $(seq 1 100); do curl -fsS "$url" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -fsS "$url" >/dev/null || { echo "bench: $url does not answer" >&2; exit 1; }
+  done
+  sleep 2
+  local idle_rss; idle_rss="$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$router_pid/status")"
+  # The split really is 90/10 through the router.
+  local canary; canary="$(for _ in $(seq 1 400); do curl -s -o /dev/null -D - "http://127.0.0.1:$rt/" | { grep -ci '^x-rp-version: 2.0.0' || true; }; done | awk '{s += $1} END {print s + 0}')"
+  wrk_run "http://127.0.0.1:$ng/" 3 >/dev/null; wrk_run "http://127.0.0.1:$rt/" 3 >/dev/null
+  local rounds=()
+  for round in 1 2 3; do
+    read -r n_rps n_p50 n_p99 n_err <<<"$(wrk_run "http://127.0.0.1:$ng/" 10)"
+    read -r r_rps r_p50 r_p99 r_err <<<"$(wrk_run "http://127.0.0.1:$rt/" 10)"
+    echo "round $round: nginx $n_rps rps p99 $n_p99 ms | router $r_rps rps p99 $r_p99 ms" >&2
+    rounds+=("{\"nginx\": {\"rps\": $n_rps, \"p50_ms\": $n_p50, \"p99_ms\": $n_p99, \"errors\": $n_err}, \"router\": {\"rps\": $r_rps, \"p50_ms\": $r_p50, \"p99_ms\": $r_p99, \"errors\": $r_err}}")
+  done
+  local loaded_rss; loaded_rss="$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$router_pid/status")"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+  python3 - "$results/router-vs-nginx.json" "$idle_rss" "$loaded_rss" "$canary" "$(nginx -v 2>&1 | sed 's/.*nginx\///')" "$(IFS=,; echo "${rounds[*]}")" <<'PY'
+import json, statistics, sys, datetime
+out, idle, loaded, canary, version, rounds = sys.argv[1:]
+rounds = json.loads(f"[{rounds}]")
+med = lambda who, key: statistics.median(r[who][key] for r in rounds)
+report = {
+  "benchmark": "router-vs-nginx", "date": datetime.datetime.utcnow().isoformat() + "Z",
+  "setup": "two demo-app upstreams (1.0.0, 2.0.0), 90/10 weighted split, keep-alive to upstreams, wrk -t2 -c64 10 s x 3 rounds, medians",
+  "nginx_version": version, "canary_share_of_400_requests_through_router": int(canary) / 400,
+  "rounds": rounds,
+  "median": {w: {"rps": med(w, "rps"), "p50_ms": med(w, "p50_ms"), "p99_ms": med(w, "p99_ms")} for w in ("nginx", "router")},
+  "router_idle_rss_mib": float(idle), "router_rss_after_load_mib": float(loaded),
+}
+report["throughput_ratio_router_over_nginx"] = round(report["median"]["router"]["rps"] / report["median"]["nginx"]["rps"], 3)
+report["p99_ratio_router_over_nginx"] = round(report["median"]["router"]["p99_ms"] / report["median"]["nginx"]["p99_ms"], 3)
+report["targets"] = {"throughput_ratio": ">= 1.0", "p99": "no worse than nginx"}
+json.dump(report, open(out, "w"), indent=2)
+m = report["median"]
+print(f'| {datetime.date.today()} | router vs nginx {version} (90/10) | router {m["router"]["rps"]:.0f} rps p99 {m["router"]["p99_ms"]:.2f} ms; nginx {m["nginx"]["rps"]:.0f} rps p99 {m["nginx"]["p99_ms"]:.2f} ms; ratio {report["throughput_ratio_router_over_nginx"]} | router idle RSS {idle} MiB |')
+PY
+  python3 -c "import json; r=json.load(open('$results/router-vs-nginx.json')); print(json.dumps(r['median']))" >&2
+}
+
+bench_scale() {
+  echo "==> scale: 1,000 canaries at 1 s resolution on one rollback replica (PostgreSQL + JetStream)"
+  local database=rp_bench_scale grpc=${ports[5]} admin=${ports[6]}
+  psql -h 127.0.0.1 -U postgres -d postgres -q -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" -c "CREATE DATABASE $database"
+  local common=(PATH="$PATH" HOME="$work" RP_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$database"
+    RP_NATS__URL=nats://127.0.0.1:4222 RP_NATS__STREAM=RP_BENCH_SCALE RP_NATS__SUBJECT_PREFIX="$database.")
+  env -i "${common[@]}" RP_ROLLBACK__GRPC_ADDR="127.0.0.1:$grpc" RP_ROLLBACK__ADMIN_ADDR="127.0.0.1:$admin" \
+    RP_TELEMETRY__LOG_FILTER=warn "$binary" serve --role rollback >"$work/rollback.log" 2>&1 & local replica=$!; pids+=($replica)
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && break; sleep 0.2; done
+  env -i "${common[@]}" "$bench" scale --canaries 1000 --seconds 60 --pid "$replica" \
+    --admin "http://127.0.0.1:$admin" --out "$results/scale.json" >/dev/null || { tail -20 "$work/rollback.log"; exit 1; }
+  kill "$replica"; wait "$replica" 2>/dev/null || true; pids=()
+  python3 - "$results/scale.json" <<'PY' >>"$results/summary.md"
+import json, sys, datetime
+r = json.load(open(sys.argv[1]))
+lag, rss = r["decision_lag_s"], r["rss_mib"]
+print(f'| {datetime.date.today()} | rollback scale ({r["canaries"]} canaries, 1 s samples) | CPU {r["cpu_percent_of_one_core"]:.0f}% of a core, RSS {rss["peak"]:.0f} MiB peak | decision lag p50 {lag["p50"]*1000:.0f} ms, p99 {lag["p99"]*1000:.0f} ms; {r["rule_evaluations_per_second"]:.0f} rule evaluations/s |')
+PY
+  cat "$results/scale.json"
+}
+
 benchmarks=("$@")
-[ ${#benchmarks[@]} -eq 0 ] && benchmarks=(releases-list)
+[ ${#benchmarks[@]} -eq 0 ] && benchmarks=(releases-list reaction router scale)
 for name in "${benchmarks[@]}"; do
   case "$name" in
     releases-list) bench_releases_list ;;
+    reaction) bench_reaction ;;
+    router) bench_router >>"$results/summary.md" ;;
+    scale) bench_scale ;;
     *) echo "unknown benchmark $name" >&2; exit 1 ;;
   esac
 done

@@ -22,8 +22,9 @@ use tonic::transport::Channel;
 
 use crate::App;
 
-const APP: &str = "shop";
-const ENV: &str = "staging";
+/// The demo's app and environment.
+pub const APP: &str = "shop";
+pub const ENV: &str = "staging";
 const DEMO_EMAIL: &str = "admin@demo.local";
 
 /// What the demo does.
@@ -61,7 +62,8 @@ impl Screen {
     }
 }
 
-fn authed<T>(token: &str, body: T) -> anyhow::Result<tonic::Request<T>> {
+/// `body` with a bearer token.
+pub fn authed<T>(token: &str, body: T) -> anyhow::Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(body);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse()?);
     Ok(request)
@@ -225,7 +227,8 @@ async fn show(
     Ok(())
 }
 
-async fn login(gateway: &str, email: &str, password: &str) -> anyhow::Result<String> {
+/// Signs in through the gateway; returns the access token.
+pub async fn login(gateway: &str, email: &str, password: &str) -> anyhow::Result<String> {
     let response = reqwest::Client::new()
         .post(format!("{gateway}/api/v1/auth/login"))
         .json(&serde_json::json!({ "email": email, "password": password }))
@@ -242,7 +245,7 @@ async fn login(gateway: &str, email: &str, password: &str) -> anyhow::Result<Str
 
 /// Environment, app, router target, two releases (the second computed from its commits), and
 /// the health policy the demo shows.
-async fn setup(
+pub async fn setup(
     release: &mut ReleaseServiceClient<Channel>,
     rollback: &mut RollbackServiceClient<Channel>,
     token: &str,
@@ -328,7 +331,8 @@ async fn setup(
     Ok(())
 }
 
-async fn deploy(
+/// Creates a deployment of `version` of the demo app.
+pub async fn deploy(
     release: &mut ReleaseServiceClient<Channel>,
     token: &str,
     version: &str,

@@ -323,8 +323,8 @@ impl ReleaseService for ReleaseGrpc {
             position: (body.position > 0).then_some(body.position),
             production: Some(body.production),
             deployer_roles: (!body.deployer_roles.is_empty()).then_some(body.deployer_roles),
-            required_approvals: (body.required_approvals > 0 || body.production)
-                .then_some(body.required_approvals),
+            // 0 is "not given" in proto3: production environments then need one approval.
+            required_approvals: (body.required_approvals > 0).then_some(body.required_approvals),
             approver_roles: (!body.approver_roles.is_empty()).then_some(body.approver_roles),
             quality_thresholds: Some(thresholds_from_pb(&body.quality_thresholds)),
         };

@@ -69,7 +69,7 @@ impl VersionStats {
     }
 
     /// The counts since the previous call.
-    fn take(&self) -> (u64, u64, Vec<u64>) {
+    pub(crate) fn take(&self) -> (u64, u64, Vec<u64>) {
         let requests = self.requests.swap(0, Ordering::Relaxed);
         let errors = self.errors.swap(0, Ordering::Relaxed);
         let buckets = self.buckets.iter().map(|b| b.swap(0, Ordering::Relaxed)).collect();
@@ -123,15 +123,40 @@ pub fn spawn_publisher(
                         healthy_upstreams: healthy,
                         upstreams: pool.upstreams.len() as u32,
                     };
-                    let Ok(payload) = serde_json::to_vec(&sample) else { continue };
-                    let topic = format!("traffic.{}.{}", route.app, route.environment);
-                    if let Err(err) = bus.publish_ephemeral(&topic, payload.into()).await {
-                        tracing::debug!(error = %err, "traffic sample not sent");
-                    }
+                    send(&bus, &sample).await;
                 }
+            }
+            // The last counts of versions that just left their route.
+            for stats in routes.take_retired() {
+                let (requests, errors, latency_buckets) = stats.take();
+                if requests == 0 {
+                    continue;
+                }
+                let sample = ev::TrafficSample {
+                    app: stats.app.clone(),
+                    environment: stats.environment.clone(),
+                    version: stats.version.clone(),
+                    track: "retired".into(),
+                    router: router_id.clone(),
+                    at_unix_ms: now_ms,
+                    interval_ms: interval.as_millis() as i64,
+                    requests,
+                    errors,
+                    latency_buckets,
+                    ..Default::default()
+                };
+                send(&bus, &sample).await;
             }
         }
     })
+}
+
+async fn send(bus: &SharedBus, sample: &ev::TrafficSample) {
+    let Ok(payload) = serde_json::to_vec(sample) else { return };
+    let topic = format!("traffic.{}.{}", sample.app, sample.environment);
+    if let Err(err) = bus.publish_ephemeral(&topic, payload.into()).await {
+        tracing::debug!(error = %err, "traffic sample not sent");
+    }
 }
 
 #[cfg(test)]

@@ -161,6 +161,9 @@ pub struct Routes {
     updates: Mutex<HashMap<(String, String), ev::RouteUpdated>>,
     upstreams: Mutex<HashMap<String, Arc<Upstream>>>,
     stats: Mutex<HashMap<(String, String, String), Arc<VersionStats>>>,
+    /// Statistics of versions that left every route, with counts not yet sent: the publisher
+    /// sends them once and drops them, so a version that comes back starts from zero.
+    retired: Mutex<Vec<Arc<VersionStats>>>,
 }
 
 impl Default for Routes {
@@ -170,6 +173,7 @@ impl Default for Routes {
             updates: Mutex::new(HashMap::new()),
             upstreams: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
         }
     }
 }
@@ -265,7 +269,29 @@ impl Routes {
         let used: std::collections::HashSet<String> =
             updates.values().flat_map(|u| u.backends.iter().flat_map(|b| b.addresses.clone())).collect();
         upstreams.retain(|address, _| used.contains(address));
+        let in_use: std::collections::HashSet<(String, String, String)> = routes
+            .iter()
+            .flat_map(|route| {
+                [&route.canary, &route.stable]
+                    .into_iter()
+                    .flatten()
+                    .map(|pool| (route.app.clone(), route.environment.clone(), pool.version.clone()))
+            })
+            .collect();
+        let mut retired = self.retired.lock().expect("routes lock");
+        stats.retain(|key, version_stats| {
+            let keep = in_use.contains(key);
+            if !keep {
+                retired.push(version_stats.clone());
+            }
+            keep
+        });
         self.table.store(Arc::new(Table { routes }));
+    }
+
+    /// Statistics of versions no route serves any more (each returned once).
+    pub fn take_retired(&self) -> Vec<Arc<VersionStats>> {
+        std::mem::take(&mut *self.retired.lock().expect("routes lock"))
     }
 
     /// Every upstream in use (for health checks).
@@ -343,6 +369,28 @@ mod tests {
             6
         )));
         assert_eq!(routes.snapshot().find("x", "/").unwrap().canary_weight, 0);
+    }
+
+    #[test]
+    fn a_version_leaving_its_route_hands_over_its_last_counts_once_and_comes_back_fresh() {
+        let routes = Routes::default();
+        let canary = |weight, revision| {
+            update("web", "", "/", ("2", &["10.0.0.2:80"]), Some(("1", &["10.0.0.1:80"])), weight, revision)
+        };
+        routes.apply(canary(10, 1));
+        let v2 = routes.snapshot().routes[0].canary.clone().unwrap();
+        v2.stats.record(500, std::time::Duration::from_millis(3));
+        v2.stats.record(200, std::time::Duration::from_millis(3));
+        // Rolled back: only 1 serves.
+        routes.apply(update("web", "", "/", ("1", &["10.0.0.1:80"]), None, 100, 2));
+        let retired = routes.take_retired();
+        assert_eq!(retired.len(), 1);
+        assert_eq!(retired[0].version, "2");
+        assert_eq!(retired[0].take().0, 2);
+        assert!(routes.take_retired().is_empty(), "handed over once");
+        routes.apply(canary(10, 3));
+        let again = routes.snapshot().routes[0].canary.clone().unwrap();
+        assert_eq!(again.stats.take().0, 0, "the version comes back without its old counts");
     }
 
     #[test]

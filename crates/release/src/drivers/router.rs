@@ -13,7 +13,7 @@ use super::{DesiredState, Driver, DriverError, Outcome, PollResult};
 
 const NAME: &str = "router";
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     #[serde(default)]
@@ -24,6 +24,13 @@ pub struct RouteMatch {
 
 fn root() -> String {
     "/".into()
+}
+
+impl Default for RouteMatch {
+    /// Every host, every path: what a target without `route` gets.
+    fn default() -> Self {
+        Self { host: String::new(), path_prefix: root() }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,5 +112,19 @@ impl Driver for RouterDriver {
 
     async fn poll(&self, _status_url: &str) -> Result<PollResult, DriverError> {
         Ok(PollResult::Succeeded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_without_a_route_serves_every_path() {
+        let config = Config::parse(r#"{"upstreams": {"1.0.0": ["127.0.0.1:9001"]}}"#).unwrap();
+        assert_eq!((config.route.host.as_str(), config.route.path_prefix.as_str()), ("", "/"));
+        let partial = Config::parse(r#"{"route": {"host": "shop.example.com"}, "upstreams": {}}"#).unwrap();
+        assert_eq!(partial.route.path_prefix, "/");
+        assert!(Config::parse(r#"{"route": {"path_prefix": "shop"}, "upstreams": {}}"#).is_err());
     }
 }

@@ -25,6 +25,10 @@ pub struct Sample {
     /// Consecutive failed active health checks of the worst upstream, at the end of the interval.
     #[serde(default)]
     pub health_failures: u32,
+    /// The earliest `at` merged into this entry (set by [`Series::push`]). A window includes an
+    /// entry only when all of it is inside, so nothing older than the window leaks in.
+    #[serde(skip)]
+    pub first_at: DateTime<Utc>,
 }
 
 /// The samples of one version, newest last, trimmed to the longest window in use. Samples that
@@ -91,7 +95,7 @@ impl Series {
                 last.health_failures = last.health_failures.max(sample.health_failures);
                 last.at = last.at.max(sample.at);
             }
-            _ => self.samples.push_back(sample),
+            _ => self.samples.push_back(Sample { first_at: sample.at, ..sample }),
         }
         while self.samples.front().is_some_and(|s| s.at < cutoff) {
             self.samples.pop_front();
@@ -102,7 +106,7 @@ impl Series {
     /// further than `since`: the incident's "first bad sample".
     pub fn first_breach(&self, rule: &Rule, since: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut first = None;
-        for sample in self.samples.iter().filter(|s| s.at > since) {
+        for sample in self.samples.iter().filter(|s| s.first_at > since) {
             let single = Aggregate {
                 requests: sample.requests,
                 errors: sample.errors,
@@ -127,7 +131,7 @@ impl Series {
         let since = now - window;
         let mut aggregate =
             Aggregate { buckets: vec![0; LATENCY_BUCKETS_MS.len() + 1], ..Default::default() };
-        for sample in self.samples.iter().filter(|s| s.at > since && s.at <= now) {
+        for sample in self.samples.iter().filter(|s| s.first_at > since && s.at <= now) {
             aggregate.requests += sample.requests;
             aggregate.errors += sample.errors;
             aggregate.samples += 1;
@@ -381,7 +385,7 @@ mod tests {
                     requests: 100,
                     errors,
                     latency_buckets: bucket(6, 100),
-                    health_failures: 0,
+                    ..Default::default()
                 },
                 Duration::seconds(60),
             );
@@ -408,7 +412,7 @@ mod tests {
             requests,
             errors,
             latency_buckets: vec![requests],
-            health_failures: 0,
+            ..Default::default()
         };
         // Two routers reporting within the same second: one entry.
         series.push(half(100, 10, 0), Duration::seconds(60));
@@ -423,6 +427,8 @@ mod tests {
         // The breach at 1.1 s recovered at 2.1 s; the current run began at 3.1 s.
         assert_eq!(series.first_breach(&rule, at(0)), Some(at(0) + Duration::milliseconds(3100)));
         assert_eq!(series.first_breach(&rule, at(5)), None);
+        // An entry merged from 0.1 s and 0.6 s is not inside a window starting at 0.3 s.
+        assert_eq!(series.aggregate(at(10), Duration::milliseconds(9700)).requests, 40);
     }
 
     #[test]

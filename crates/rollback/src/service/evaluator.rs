@@ -387,8 +387,11 @@ fn observe(
     let window = chrono::Duration::seconds(rule.window_seconds as i64);
     match &rule.source {
         Source::Router => {
-            let aggregate = core.traffic.aggregate(&row.app, &row.environment, &row.version, now, window);
-            let (value, samples) = router_value(rule.metric, &aggregate, window);
+            // Only traffic since the analysis began: a version deployed again right after a
+            // rollback must not be judged on its previous run's samples.
+            let own_window = window.min(now - row.started_at).max(chrono::Duration::zero());
+            let aggregate = core.traffic.aggregate(&row.app, &row.environment, &row.version, now, own_window);
+            let (value, samples) = router_value(rule.metric, &aggregate, own_window);
             let baseline = (rule.comparison == Comparison::RelativeToStable
                 && !row.stable_version.is_empty())
             .then(|| {
@@ -483,9 +486,10 @@ fn first_bad_sample(
     let breached_since = state.and_then(|s| s.breached_since).unwrap_or(now);
     if matches!(rule.source, Source::Router) && rule.comparison == Comparison::Absolute {
         let lookback = chrono::Duration::seconds((rule.window_seconds + rule.for_seconds) as i64);
-        let found = core.traffic.with_series(&row.app, &row.environment, &row.version, |series| {
-            series.first_breach(rule, now - lookback)
-        });
+        let since = (now - lookback).max(row.started_at);
+        let found = core
+            .traffic
+            .with_series(&row.app, &row.environment, &row.version, |series| series.first_breach(rule, since));
         if let Some(at) = found {
             return at.min(breached_since);
         }

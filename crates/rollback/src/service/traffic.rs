@@ -46,6 +46,7 @@ impl TrafficStore {
                 errors: sample.errors,
                 latency_buckets: sample.latency_buckets.clone(),
                 health_failures: sample.health_failures,
+                first_at: at,
             },
             keep,
         );
