@@ -2,17 +2,19 @@
 
 use chrono::{DateTime, Utc};
 use rp_identity::Role;
-use rp_proto::{
-    auth::v1 as auth, notifier::v1 as notifier, release::v1 as release, rollback::v1 as rollback,
-};
+use rp_proto::{auth::v1 as auth, notifier::v1 as notifier, release::v1 as release};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 mod check;
+mod policy;
 mod releases;
+mod rollback;
 
-pub use check::token as check_token;
+pub use check::{slug as check_slug, token as check_token};
+pub use policy::*;
 pub use releases::*;
+pub use rollback::*;
 
 fn time(ts: Option<rp_proto::Timestamp>) -> Option<DateTime<Utc>> {
     ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
@@ -297,68 +299,6 @@ pub struct CreateAppRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AppPage {
     pub items: Vec<App>,
-    pub next_page_token: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Incident {
-    pub id: String,
-    pub app: String,
-    pub environment: String,
-    pub deployment_id: String,
-    pub status: String,
-    pub summary: String,
-    pub opened_at: Option<DateTime<Utc>>,
-    pub resolved_at: Option<DateTime<Utc>>,
-}
-
-impl From<rollback::Incident> for Incident {
-    fn from(i: rollback::Incident) -> Self {
-        Self {
-            id: i.id,
-            app: i.app,
-            environment: i.environment,
-            deployment_id: i.deployment_id,
-            status: i.status,
-            summary: i.summary,
-            opened_at: time(i.opened_at),
-            resolved_at: time(i.resolved_at),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct IncidentQuery {
-    /// App name.
-    #[param(pattern = "^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$")]
-    pub app: Option<String>,
-    pub status: Option<IncidentStatus>,
-    #[param(minimum = 1, maximum = 200)]
-    pub page_size: Option<i32>,
-    #[param(format = Uuid)]
-    pub page_token: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum IncidentStatus {
-    Open,
-    Resolved,
-}
-
-impl IncidentStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IncidentStatus::Open => "open",
-            IncidentStatus::Resolved => "resolved",
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct IncidentPage {
-    pub items: Vec<Incident>,
     pub next_page_token: Option<String>,
 }
 

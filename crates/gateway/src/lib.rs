@@ -66,7 +66,11 @@ use routes::AppState;
         (name = "deployments", description = "Gated deployments, approvals, live updates, rollbacks, status"),
         (name = "audit", description = "The hash-chained audit log"),
         (name = "dora", description = "DORA metrics"),
-        (name = "incidents", description = "Incidents opened by rollbacks"),
+        (name = "policies", description = "Health policies: the rules canary analysis judges deployments by"),
+        (name = "analyses", description = "Canary analyses and their decision records"),
+        (name = "incidents", description = "Incidents opened by automatic rollbacks: timeline, MTTR, evidence"),
+        (name = "rollbacks", description = "Rollback records, automatic and manual; manual rollbacks"),
+        (name = "alerts", description = "Alertmanager's webhook: alerts about a canary feed its alert rules"),
         (name = "channels", description = "Notification channels"),
     )
 )]

@@ -1283,23 +1283,6 @@ pub struct RollbackDeploymentRequest {
     pub reason: String,
 }
 
-/// Rolls back what runs (or is being deployed) for an app in an environment.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RollbackRequest {
-    /// App name or id.
-    #[schema(example = "checkout")]
-    pub app: String,
-    /// Environment name or id.
-    #[schema(example = "prod")]
-    pub environment: String,
-    /// An earlier version that succeeded in this environment; default: the one serving before.
-    pub target_version: Option<String>,
-    #[serde(default)]
-    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
-    pub reason: String,
-}
-
 /// Completion report of an external deployer for a step it accepted (HTTP 202).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

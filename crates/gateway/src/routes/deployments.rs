@@ -363,38 +363,6 @@ pub async fn rollback_deployment(
     Ok(deployment(StatusCode::OK, rolled))
 }
 
-/// Roll back whatever runs (or is being deployed) for an app in an environment.
-#[utoipa::path(post, path = "/api/v1/rollbacks", tag = "deployments", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,200}$",
-        description = "Retries with the same key return the first result")),
-    request_body = RollbackRequest,
-    responses(
-        (status = 200, description = "The rolled-back deployment", body = Deployment,
-            headers(("ETag" = String, description = "The deployment's revision"))),
-        (status = 404, description = "No such app, environment or version", body = Problem, content_type = PROBLEM),
-        (status = 409, description = "Nothing to roll back, or nothing to roll back to", body = Problem,
-            content_type = PROBLEM),
-    ))]
-pub async fn create_rollback(
-    State(state): State<AppState>,
-    caller: Caller,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<RollbackRequest>,
-) -> Result<Response, Problem> {
-    caller.require_token()?;
-    let request = pb::RollbackRequest {
-        deployment_id: String::new(),
-        app: body.app,
-        environment: body.environment,
-        target_version: body.target_version.unwrap_or_default(),
-        reason: body.reason,
-        trigger: String::new(),
-        idempotency_key: idempotency_key(&headers)?,
-    };
-    let rolled = state.clients.release.clone().rollback_deployment(caller.grpc(request)).await?.into_inner();
-    Ok(deployment(StatusCode::OK, rolled))
-}
-
 /// Report how a step an external deployer accepted (HTTP 202) went: the webhook driver's
 /// callback (`callback_url` of its call).
 #[utoipa::path(post, path = "/api/v1/deployments/{id}/driver-result", tag = "deployments", security(("bearer" = [])),

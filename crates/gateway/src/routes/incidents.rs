@@ -1,4 +1,4 @@
-//! Incidents opened by automatic rollbacks.
+//! Incidents opened by automatic rollbacks: their timeline, MTTR and evidence; resolving them.
 
 use axum::{
     Json,
@@ -7,7 +7,11 @@ use axum::{
 use rp_proto::rollback::v1 as pb;
 
 use super::{ApiQuery, AppState, PROBLEM};
-use crate::{dto::*, extract::Caller, problem::Problem};
+use crate::{
+    dto::*,
+    extract::{ApiJson, Caller},
+    problem::Problem,
+};
 
 /// List incidents, newest first.
 #[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", security(("bearer" = [])), params(IncidentQuery),
@@ -57,5 +61,28 @@ pub async fn get_incident(
         .get_incident(caller.grpc(pb::GetIncidentRequest { id }))
         .await?
         .into_inner();
+    Ok(Json(incident.into()))
+}
+
+/// Resolve an incident (incident commanders, release managers); the note ends its timeline.
+/// Resolving a resolved incident returns it unchanged.
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/resolve", tag = "incidents", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Incident id")),
+    request_body = ResolveIncidentRequest,
+    responses(
+        (status = 200, description = "The resolved incident", body = Incident),
+        (status = 403, description = "Not an incident commander or release manager", body = Problem,
+            content_type = PROBLEM),
+        (status = 404, description = "No such incident", body = Problem, content_type = PROBLEM),
+    ))]
+pub async fn resolve_incident(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ResolveIncidentRequest>,
+) -> Result<Json<Incident>, Problem> {
+    caller.require_token()?;
+    let request = caller.grpc(body.into_pb(id)?);
+    let incident = state.clients.rollback.clone().resolve_incident(request).await?.into_inner();
     Ok(Json(incident.into()))
 }

@@ -1,5 +1,7 @@
 //! REST handlers under `/api/v1`, each a thin translation to one gRPC call.
 
+pub mod alerts;
+pub mod analyses;
 pub mod apps;
 pub mod audit;
 pub mod auth;
@@ -7,7 +9,9 @@ pub mod channels;
 pub mod deployments;
 pub mod environments;
 pub mod incidents;
+pub mod policies;
 pub mod releases;
+pub mod rollbacks;
 pub mod tokens;
 pub mod users;
 
@@ -112,13 +116,19 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deployments::abort_deployment))
         .routes(routes!(deployments::rollback_deployment))
         .routes(routes!(deployments::report_driver_result))
-        .routes(routes!(deployments::create_rollback))
         .routes(routes!(deployments::get_status))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(audit::get_dora))
         .routes(routes!(incidents::list_incidents))
         .routes(routes!(incidents::get_incident))
+        .routes(routes!(incidents::resolve_incident))
+        .routes(routes!(policies::get_policy, policies::put_policy))
+        .routes(routes!(analyses::list_analyses))
+        .routes(routes!(analyses::get_analysis))
+        .routes(routes!(analyses::get_deployment_analysis))
+        .routes(routes!(rollbacks::list_rollbacks, rollbacks::create_rollback))
+        .routes(routes!(alerts::receive_alertmanager_webhook))
         .routes(routes!(channels::list_channels))
         .routes(routes!(channels::get_channel))
 }

@@ -2,6 +2,7 @@
 //! `RELEASE_PILOT_TEST_BACKEND`.
 
 mod release;
+mod rollback;
 
 use release_pilot::{Role, testing::TestSystem};
 use reqwest::{Method, StatusCode, header};
@@ -17,6 +18,34 @@ async fn system_with(extra: &[(&str, &str)]) -> TestSystem {
         let env = TestEnv::with_env(extra);
         TestSystem::start(env.config.clone(), &[]).await.expect("system starts").hold(env)
     }
+}
+
+/// One API call as `token`; `body` as JSON when given.
+async fn call(
+    system: &TestSystem,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = system.http.request(method, system.url(path)).bearer_auth(token);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+/// Asserts `status` and returns the JSON body.
+async fn expect(response: reqwest::Response, status: u16) -> Value {
+    let url = response.url().to_string();
+    let actual = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "{url}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 /// Asserts a problem+json response and returns its body.

@@ -10,7 +10,7 @@ use release_pilot::testing::TestSystem;
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::{problem, system};
+use super::{call, expect, problem, system};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -40,34 +40,6 @@ impl Deployer {
     fn calls(&self) -> Vec<Value> {
         self.calls.lock().unwrap().clone()
     }
-}
-
-/// One API call as `token`; `body` as JSON when given.
-async fn call(
-    system: &TestSystem,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = system.http.request(method, system.url(path)).bearer_auth(token);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-/// Asserts `status` and returns the JSON body.
-async fn expect(response: reqwest::Response, status: u16) -> Value {
-    let url = response.url().to_string();
-    let actual = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    assert_eq!(actual, status, "{url}: {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 /// Polls a deployment until `done` holds for it.
