@@ -379,3 +379,115 @@ async fn a_rollback_requested_twice_acts_once() {
 fn rp_identity_admin_email() -> &'static str {
     release_pilot::testing::ADMIN_EMAIL
 }
+
+/// A stand-in for Prometheus's instant-query API and an app's health endpoint, both driven by
+/// the test.
+struct Signals {
+    addr: SocketAddr,
+    /// The value `/api/v1/query` answers for queries naming 2.0.0 (1.0.0 gets 100).
+    value: Arc<std::sync::Mutex<f64>>,
+    /// Whether `/health` answers 503.
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    queries: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Signals {
+    async fn start() -> Self {
+        use axum::{extract::Query, routing::get};
+        let value = Arc::new(std::sync::Mutex::new(100.0));
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let queries = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (v, f, q) = (value.clone(), failing.clone(), queries.clone());
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/query",
+                get(move |Query(params): Query<std::collections::HashMap<String, String>>| {
+                    let (v, q) = (v.clone(), q.clone());
+                    async move {
+                        let query = params.get("query").cloned().unwrap_or_default();
+                        q.lock().unwrap().push(query.clone());
+                        let value = if query.contains("2.0.0") { *v.lock().unwrap() } else { 100.0 };
+                        axum::Json(serde_json::json!({"status": "success", "data": {"resultType": "vector",
+                            "result": [{"metric": {"app": APP}, "value": [1.0, value.to_string()]}]}}))
+                    }
+                }),
+            )
+            .route(
+                "/health",
+                get(move || {
+                    let f = f.clone();
+                    async move {
+                        if f.load(std::sync::atomic::Ordering::SeqCst) {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        } else {
+                            axum::http::StatusCode::OK
+                        }
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, value, failing, queries }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_queries_relative_to_stable_and_http_probes_decide_too() {
+    let stack = stack().await;
+    let signals = Signals::start().await;
+    let base = format!("http://{}", signals.addr);
+    let rules = serde_json::json!([
+        {"name": "checkouts 50% off stable", "metric": "query",
+         "source": {"kind": "prometheus", "url": base,
+                    "query": "sum(rate(checkouts_total{app=\"{app}\",env=\"{environment}\",version=\"{version}\"}[1m]))"},
+         "operator": "gt", "threshold": 50.0, "comparison": "relative_to_stable", "window_seconds": 60,
+         "min_samples": 1, "severity": "high", "action": "pause"},
+        {"name": "health probe failing", "metric": "health_check_failures",
+         "source": {"kind": "http_probe", "url": format!("{base}/health?app={{app}}&v={{version}}"), "timeout_ms": 500},
+         "operator": "gte", "threshold": 3.0, "window_seconds": 10, "severity": "critical", "action": "rollback"}
+    ]);
+    stack.put_policy(&rules.to_string()).await.unwrap();
+    let deployment = stack.deploy(canary(&[(20, 120)])).await;
+    stack.wait_analysis(&deployment.id, "running").await;
+
+    // Prometheus: 2.0.0's value is 100% off stable's → the deployment pauses.
+    *signals.value.lock().unwrap() = 210.0;
+    let paused = eventually(WAIT, "the canary to pause", || async {
+        let d = stack.deployment(&deployment.id).await;
+        (d.phase == "paused").then_some(d)
+    })
+    .await;
+    assert_eq!(paused.state, "in_progress");
+    let analysis = stack.analysis_of(&deployment.id).await.unwrap();
+    let record = analysis
+        .measurements
+        .iter()
+        .find(|m| m.rule == "checkouts 50% off stable" && m.verdict == "failed")
+        .expect("the pausing record");
+    assert_eq!((record.value, record.baseline), (Some(210.0), Some(100.0)));
+    assert!((record.compared.unwrap() - 110.0).abs() < 1e-9, "{record:?}");
+    assert!(
+        record.query.contains("version=\"2.0.0\"") && record.query.contains("env=\"staging\""),
+        "{}",
+        record.query
+    );
+    let queries = signals.queries.lock().unwrap().clone();
+    assert!(
+        queries.iter().any(|q| q.contains("version=\"1.0.0\"")),
+        "the stable version is queried for the baseline"
+    );
+
+    // The probe: three consecutive failures roll back.
+    signals.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let rolled = stack.wait_state(&deployment.id, "rolled_back").await;
+    assert!(rolled.failure_reason.starts_with("health probe failing"), "{}", rolled.failure_reason);
+    let analysis = stack.wait_analysis(&deployment.id, "failed").await;
+    let probe = analysis
+        .measurements
+        .iter()
+        .find(|m| m.rule == "health probe failing" && m.verdict == "failed")
+        .expect("the probe's record");
+    assert!(probe.value.unwrap() >= 3.0, "{probe:?}");
+    assert!(probe.query.starts_with("GET http://") && probe.query.contains("v=2.0.0"), "{}", probe.query);
+}

@@ -90,6 +90,7 @@ const FAST: &[(&str, &str)] = &[
     ("RP_ROLLBACK__EVALUATION_INTERVAL_MS", "100"),
     ("RP_ROLLBACK__LEASE_SECS", "2"),
     ("RP_ROLLBACK__RECORD_INTERVAL_MS", "1000"),
+    ("RP_ROLLBACK__POLL_INTERVAL_MS", "100"),
     ("RP_RELEASE__ENGINE_TICK_MS", "50"),
 ];
 
