@@ -95,12 +95,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes `value` to `path` as pretty JSON.
-fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
+/// Writes the report `value` to `path` as pretty JSON and to stdout, where `scripts/bench.sh`
+/// shows it.
+#[allow(clippy::print_stdout)] // stdout is this tool's output
+fn write_report(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")?;
+    let pretty = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, format!("{pretty}\n"))?;
+    println!("{pretty}");
     Ok(())
 }
 

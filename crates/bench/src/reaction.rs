@@ -24,7 +24,7 @@ use rp_proto::{
 use rp_runtime::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::{quantile, write_json};
+use crate::{quantile, write_report};
 
 const WINDOW: Duration = Duration::from_secs(2);
 const THRESHOLD_PERCENT: f64 = 5.0;
@@ -254,8 +254,7 @@ async fn measure(
         "all_runs_s": reactions,
         "target": {"p95_s": 1.0},
     });
-    write_json(out, &report)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    write_report(out, &report)?;
     drop(generator);
     shutdown.cancel();
     let mut app = app;

@@ -12,7 +12,7 @@ use std::{
 use rp_events::Event;
 use rp_proto::events::v1 as ev;
 
-use crate::write_json;
+use crate::write_report;
 
 /// CPU seconds (user + system) and resident memory (bytes) of `pid`.
 fn process_usage(pid: u32) -> anyhow::Result<(f64, u64)> {
@@ -196,7 +196,6 @@ pub async fn run(canaries: usize, seconds: u64, pid: u32, admin: &str, out: &Pat
         "decision_lag_s": {"p50": lag_p50, "p99": lag_p99, "observations": lag_count},
         "evaluation_pass_s": {"p50": pass_p50, "p99": pass_p99, "passes": passes},
     });
-    write_json(out, &report)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    write_report(out, &report)?;
     Ok(())
 }
