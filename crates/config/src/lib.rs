@@ -606,13 +606,44 @@ impl Default for ReleaseConfig {
     }
 }
 
+/// The notifier: routed, grouped, escalating notifications with delivery guarantees.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NotifierConfig {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    /// Networks that webhook, Slack and PagerDuty URLs may resolve to although private.
+    /// Networks that webhook, Slack, PagerDuty and SMTP hosts may resolve to although private
+    /// (loopback, RFC 1918, link-local, unique-local, CGNAT). Everything else private is refused.
     pub allowed_private_networks: Vec<IpNet>,
+    /// Key that encrypts channel secrets at rest (at least 32 characters; every replica needs
+    /// the same one). Unset: a random key is generated once into `<data_dir>/notifier-secret.key`.
+    pub secret_key: Option<Secret>,
+    /// Waits between delivery attempts (`5s,5m,30m,2h,5h,10h,10h`: eight attempts over about
+    /// 33 hours); after the last one the delivery becomes a dead letter.
+    pub retry_schedule: String,
+    /// Random spread of each wait: 0.2 waits between 80 % and 120 % of the scheduled time.
+    pub retry_jitter: f64,
+    /// Longest `Retry-After` (seconds) a receiver answering 429 or 503 is obeyed for.
+    pub max_retry_after_secs: u64,
+    /// Timeout of one delivery attempt (connect, send and read the answer).
+    pub request_timeout_ms: u64,
+    /// A replica claiming an attempt owns it this long; if it dies, another replica retries it
+    /// (same `webhook-id`) after this. Must exceed `request_timeout_ms`.
+    pub delivery_lease_ms: u64,
+    /// The dispatcher is woken by new work in this process and looks for due work at least this often.
+    pub dispatch_interval_ms: u64,
+    /// Attempts in flight at once per replica.
+    pub max_in_flight: usize,
+    /// Bytes of each answer kept in the delivery log.
+    pub response_excerpt_bytes: usize,
+    /// After a webhook secret rotation the previous secret keeps signing (second signature) this long.
+    pub secret_rotation_overlap_secs: u64,
+    /// Base URL of acknowledge links in escalation messages (`<base>/<token>`). Unset: the
+    /// notifier's own admin port (`http://<admin_addr>/ack`).
+    pub ack_base_url: Option<String>,
+    /// Finished deliveries (with their attempt log), dead letters and ended escalations are
+    /// deleted after this many days.
+    pub retention_days: u64,
 }
 
 impl Default for NotifierConfig {
@@ -622,6 +653,18 @@ impl Default for NotifierConfig {
             grpc_addr: local.grpc_addr,
             admin_addr: local.admin_addr,
             allowed_private_networks: Vec::new(),
+            secret_key: None,
+            retry_schedule: "5s,5m,30m,2h,5h,10h,10h".into(),
+            retry_jitter: 0.2,
+            max_retry_after_secs: 3600,
+            request_timeout_ms: 15_000,
+            delivery_lease_ms: 60_000,
+            dispatch_interval_ms: 1000,
+            max_in_flight: 32,
+            response_excerpt_bytes: 512,
+            secret_rotation_overlap_secs: 24 * 3600,
+            ack_base_url: None,
+            retention_days: 30,
         }
     }
 }

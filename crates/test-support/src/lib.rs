@@ -257,3 +257,51 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// A service replica in a Tokio runtime of its own, on its own thread, so that a test can kill it
+/// where it stands: `kill` drops every task without cleanup (no lease given back, nothing
+/// flushed), as a crashed process would.
+pub struct KillableReplica {
+    /// The address `start`'s future returned (the replica's gRPC server).
+    pub addr: std::net::SocketAddr,
+    kill: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KillableReplica {
+    /// Runs `start` in the new runtime; its output's value (the running service) lives until the
+    /// replica is killed or dropped.
+    pub fn start<F, Fut, S>(start: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = (std::net::SocketAddr, S)>,
+        S: 'static,
+    {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (kill, kill_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let (addr, service) = runtime.block_on(start());
+            addr_tx.send(addr).unwrap();
+            let _ = kill_rx.recv();
+            runtime.shutdown_background();
+            drop(service);
+        });
+        Self { addr: addr_rx.recv().expect("the replica started"), kill, thread: Some(thread) }
+    }
+
+    /// Kills the replica and waits until its runtime is gone.
+    pub fn kill(mut self) {
+        let _ = self.kill.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for KillableReplica {
+    fn drop(&mut self) {
+        let _ = self.kill.send(());
+    }
+}

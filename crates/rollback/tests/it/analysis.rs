@@ -9,7 +9,7 @@ use std::{
 
 use rp_proto::{release::v1 as release_pb, rollback::v1 as pb};
 use rp_runtime::{CancellationToken, Listeners};
-use rp_test_support::{authed, eventually};
+use rp_test_support::{KillableReplica, authed, eventually};
 
 use release_pilot::Role;
 
@@ -226,56 +226,28 @@ async fn an_alertmanager_alert_about_the_canary_rolls_it_back() {
     assert_eq!(rollbacks[0].trigger, "alert firing");
 }
 
-/// A rollback replica in its own runtime, so it can die without cleaning up.
-struct Replica {
-    grpc: SocketAddr,
-    kill: std::sync::mpsc::Sender<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// A rollback replica in its own runtime, so it can die without cleaning up: no lease is
+/// released, nothing is flushed.
+struct Replica(KillableReplica);
 
 impl Replica {
     fn start(config: Arc<rp_config::Config>, bus: rp_events::SharedBus) -> Self {
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (kill, kill_rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        Self(KillableReplica::start(move || async move {
             let any = SocketAddr::from(([127, 0, 0, 1], 0));
-            let service = runtime.block_on(async {
-                let listeners = Listeners::bind(any, any).await.unwrap();
-                rp_rollback::start(config, bus, listeners, CancellationToken::new()).await.unwrap()
-            });
-            addr_tx.send(service.primary_addr).unwrap();
-            let _ = kill_rx.recv();
-            // Drop every task where it stands: no lease is released, nothing is flushed.
-            runtime.shutdown_background();
-        });
-        Self { grpc: addr_rx.recv().unwrap(), kill, thread: Some(thread) }
+            let listeners = Listeners::bind(any, any).await.unwrap();
+            let service = rp_rollback::start(config, bus, listeners, CancellationToken::new()).await.unwrap();
+            (service.primary_addr, service)
+        }))
     }
 
-    fn kill(mut self) {
-        let _ = self.kill.send(());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    fn kill(self) {
+        self.0.kill();
     }
 
-    async fn client(
-        &self,
-    ) -> rp_proto::rollback::v1::rollback_service_client::RollbackServiceClient<tonic::transport::Channel>
-    {
-        rp_proto::rollback::v1::rollback_service_client::RollbackServiceClient::connect(format!(
-            "http://{}",
-            self.grpc
-        ))
-        .await
-        .unwrap()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.kill.send(());
+    async fn client(&self) -> pb::rollback_service_client::RollbackServiceClient<tonic::transport::Channel> {
+        pb::rollback_service_client::RollbackServiceClient::connect(format!("http://{}", self.0.addr))
+            .await
+            .unwrap()
     }
 }
 

@@ -1,0 +1,232 @@
+//! The notifier's latency benchmark: deployment events published on the bus, delivered through
+//! a signed webhook channel to a local receiver. Phase one paces `events` events (200/s) and
+//! measures each one's publish → receiver latency (p50/p90/p99); phase two publishes `events`
+//! more as fast as the bus takes them and measures sustained deliveries per second.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Bytes, extract::State, http::StatusCode, routing::post};
+use rp_config::Config;
+use rp_events::Event;
+use rp_proto::{
+    events::v1 as ev,
+    notifier::v1::{self as pb, notifier_service_client::NotifierServiceClient},
+};
+use rp_runtime::{CancellationToken, Listeners};
+use serde_json::json;
+use tokio::sync::Notify;
+
+#[derive(Default)]
+struct Arrivals {
+    at: Mutex<HashMap<String, Instant>>,
+    changed: Notify,
+}
+
+async fn receive(State(arrivals): State<Arc<Arrivals>>, body: Bytes) -> StatusCode {
+    let now = Instant::now();
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) {
+        let ids: Vec<String> = match &value {
+            serde_json::Value::Array(batch) => {
+                batch.iter().filter_map(|e| e["id"].as_str().map(str::to_owned)).collect()
+            }
+            single => single["id"].as_str().map(str::to_owned).into_iter().collect(),
+        };
+        let mut at = arrivals.at.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            at.entry(id).or_insert(now);
+        }
+    }
+    arrivals.changed.notify_waiters();
+    StatusCode::NO_CONTENT
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn deployment_event(n: usize) -> Event {
+    let deployment = uuid::Uuid::now_v7();
+    Event::new(
+        "release",
+        "rp.deployment.succeeded",
+        format!("deployments/{deployment}"),
+        &ev::DeploymentChanged {
+            deployment_id: deployment.to_string(),
+            app: "bench".into(),
+            environment: "production".into(),
+            version: format!("1.0.{n}"),
+            state: "succeeded".into(),
+            strategy: "all_at_once".into(),
+            revision: 1,
+            ..Default::default()
+        },
+    )
+}
+
+async fn wait_for(arrivals: &Arrivals, ids: &[String], deadline: Instant) -> usize {
+    loop {
+        let notified = arrivals.changed.notified();
+        let seen = {
+            let at = arrivals.at.lock().unwrap_or_else(|p| p.into_inner());
+            ids.iter().filter(|id| at.contains_key(*id)).count()
+        };
+        if seen == ids.len() || Instant::now() > deadline {
+            return seen;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+    }
+}
+
+/// Runs the benchmark against the backend `config` names (JetStream and PostgreSQL when set,
+/// else SQLite under `data_dir` and the in-process bus) and returns its figures as JSON.
+pub async fn run_latency_bench(config: Config, events: usize) -> serde_json::Value {
+    match run(config, events.max(1)).await {
+        Ok(report) => report,
+        Err(err) => json!({"error": format!("{err:#}")}),
+    }
+}
+
+async fn run(mut config: Config, events: usize) -> anyhow::Result<serde_json::Value> {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.notifier.allowed_private_networks.push("127.0.0.0/8".parse()?);
+    config.notifier.dispatch_interval_ms = config.notifier.dispatch_interval_ms.min(100);
+    config.notifier.max_in_flight = config.notifier.max_in_flight.max(64);
+    let internal = format!("rpi_bench_{}", uuid::Uuid::new_v4().simple());
+    config.identity.internal_token = Some(rp_config::Secret::new(internal.clone()));
+    let arrivals = Arc::new(Arrivals::default());
+    let receiver = tokio::net::TcpListener::bind(any).await?;
+    let receiver_addr = receiver.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let app = Router::new().route("/hook", post(receive)).with_state(arrivals.clone());
+    let stop_receiver = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(receiver, app).with_graceful_shutdown(stop_receiver.cancelled_owned()).await;
+    });
+
+    let bus = rp_events::connect(&config.nats).await?;
+    let database = if config.is_distributed_db() { "postgres" } else { "sqlite" };
+    let listeners = Listeners::bind(any, any).await?;
+    let service = crate::start(Arc::new(config), bus.clone(), listeners, shutdown.clone()).await?;
+    let result = measure(&service, &internal, receiver_addr, &bus, &arrivals, events).await;
+    shutdown.cancel();
+    let _ = service.task.await;
+    let mut report = result?;
+    report["backend"] = json!({"bus": bus.kind(), "database": database});
+    Ok(report)
+}
+
+async fn measure(
+    service: &rp_runtime::RunningService,
+    internal: &str,
+    receiver: SocketAddr,
+    bus: &rp_events::SharedBus,
+    arrivals: &Arrivals,
+    events: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let mut client = NotifierServiceClient::connect(format!("http://{}", service.primary_addr)).await?;
+    let authed = |body| {
+        let mut request = tonic::Request::new(body);
+        request.metadata_mut().insert("authorization", format!("Bearer {internal}").parse().expect("ascii"));
+        request
+    };
+    let channel = client
+        .create_channel(authed(pb::CreateChannelRequest {
+            name: "bench receiver".into(),
+            kind: "webhook".into(),
+            config_json: json!({"url": format!("http://{receiver}/hook")}).to_string(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .channel
+        .unwrap_or_default();
+    let mut authed_rule = tonic::Request::new(pb::RoutingRuleInput {
+        name: "bench: deployments to the receiver at once".into(),
+        position: 1,
+        event_types: vec!["rp.deployment.succeeded".into()],
+        channel_ids: vec![channel.id.clone()],
+        group_wait_ms: Some(0),
+        repeat_interval_ms: Some(0),
+        group_by: vec!["deployment".into()],
+        ..Default::default()
+    });
+    authed_rule.metadata_mut().insert("authorization", format!("Bearer {internal}").parse()?);
+    client.create_routing_rule(authed_rule).await?;
+
+    // The consumer starts with new events only: publish until one arrives.
+    let warm_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let event = deployment_event(0);
+        bus.publish(&event).await?;
+        if wait_for(arrivals, &[event.id.to_string()], Instant::now() + Duration::from_secs(1)).await == 1 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < warm_deadline, "the notifier delivered nothing within 30 s");
+    }
+
+    // Phase 1: paced, one event every 5 ms; latency of each.
+    let mut sent: Vec<(String, Instant)> = Vec::with_capacity(events);
+    let mut pace = tokio::time::interval(Duration::from_millis(5));
+    for n in 0..events {
+        pace.tick().await;
+        let event = deployment_event(n);
+        let at = Instant::now();
+        bus.publish(&event).await?;
+        sent.push((event.id.to_string(), at));
+    }
+    let ids: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
+    let received = wait_for(arrivals, &ids, Instant::now() + Duration::from_secs(120)).await;
+    let mut latencies: Vec<f64> = {
+        let at = arrivals.at.lock().unwrap_or_else(|p| p.into_inner());
+        sent.iter()
+            .filter_map(|(id, published)| {
+                at.get(id).map(|arrived| arrived.duration_since(*published).as_secs_f64() * 1000.0)
+            })
+            .collect()
+    };
+    latencies.sort_by(f64::total_cmp);
+    let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
+
+    // Phase 2: as fast as the bus takes them; sustained deliveries per second.
+    let started = Instant::now();
+    let mut burst = Vec::with_capacity(events);
+    for n in 0..events {
+        let event = deployment_event(n);
+        bus.publish(&event).await?;
+        burst.push(event.id.to_string());
+    }
+    let published_in = started.elapsed();
+    let burst_received = wait_for(arrivals, &burst, Instant::now() + Duration::from_secs(300)).await;
+    let last = {
+        let at = arrivals.at.lock().unwrap_or_else(|p| p.into_inner());
+        burst.iter().filter_map(|id| at.get(id)).max().copied()
+    };
+    let seconds = last.map_or(0.0, |last| last.duration_since(started).as_secs_f64());
+    Ok(json!({
+        "events": events,
+        "latency_ms": {
+            "received": received,
+            "p50": percentile(&latencies, 50.0),
+            "p90": percentile(&latencies, 90.0),
+            "p99": percentile(&latencies, 99.0),
+            "max": latencies.last().copied().unwrap_or(0.0),
+            "mean": mean,
+            "publish_rate_per_second": 200,
+        },
+        "throughput": {
+            "received": burst_received,
+            "published_seconds": published_in.as_secs_f64(),
+            "seconds": seconds,
+            "deliveries_per_second": if seconds > 0.0 { burst_received as f64 / seconds } else { 0.0 },
+        },
+    }))
+}

@@ -1,0 +1,297 @@
+//! The consumer: every event (`rp.>`) is classified, may suppress pending notifications it makes
+//! pointless, may start or end escalations, and is routed to channels, where it joins its group
+//! or waits as a duplicate. All of it, and the inbox claim, commit in one transaction before the
+//! event is acknowledged.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rp_events::{ConsumerSpec, Event, inbox};
+use rp_runtime::CancellationToken;
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    sea_query::{Expr, ExprTrait as _},
+};
+use uuid::Uuid;
+
+use super::{NotifierCore, item_status, status};
+use crate::{
+    domain::{
+        classify::{Labels, Severity, classify},
+        grouping,
+        routing::{self, Rule},
+    },
+    store::{deliveries, items},
+};
+
+pub(crate) const CONSUMER: &str = "notifier";
+
+pub async fn run(core: Arc<NotifierCore>, shutdown: CancellationToken) {
+    let spec = ConsumerSpec::new(CONSUMER, "rp.>");
+    let bus = core.bus.clone();
+    inbox::run_consumer(
+        bus,
+        spec,
+        move |event| {
+            let core = core.clone();
+            async move { core.ingest(&event).await.map_err(|e| inbox::HandlerError::Retry(e.to_string())) }
+        },
+        shutdown,
+    )
+    .await;
+}
+
+/// A new item of `event` on a channel.
+pub(crate) fn item(
+    event: &Event,
+    labels: &Labels,
+    cloudevent: &str,
+    channel_id: Uuid,
+    rule_id: Option<Uuid>,
+    dedup_key: String,
+    now: DateTime<Utc>,
+) -> items::ActiveModel {
+    items::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        delivery_id: Set(None),
+        channel_id: Set(channel_id),
+        rule_id: Set(rule_id),
+        event_id: Set(event.id),
+        event_type: Set(labels.event_type.clone()),
+        subject: Set(labels.subject.clone()),
+        severity: Set(labels.severity.as_str().to_owned()),
+        app: Set(labels.app.clone()),
+        environment: Set(labels.environment.clone()),
+        deployment_id: Set(labels.deployment_id.clone()),
+        incident_id: Set(labels.incident_id.clone()),
+        dedup_key: Set(dedup_key),
+        status: Set(item_status::QUEUED.into()),
+        reason: Set(String::new()),
+        event: Set(cloudevent.to_owned()),
+        event_time: Set(event.time),
+        created_at: Set(now),
+    }
+}
+
+/// A new delivery of `labels` to a channel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn delivery(
+    id: Uuid,
+    event: &Event,
+    labels: &Labels,
+    channel_id: Uuid,
+    rule_id: Option<Uuid>,
+    group_key: String,
+    status: &str,
+    due_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> deliveries::ActiveModel {
+    deliveries::ActiveModel {
+        id: Set(id),
+        channel_id: Set(channel_id),
+        rule_id: Set(rule_id),
+        group_key: Set(group_key),
+        status: Set(status.to_owned()),
+        due_at: Set(due_at),
+        attempts: Set(0),
+        retry_base: Set(0),
+        created_at: Set(now),
+        delivered_at: Set(None),
+        last_error: Set(String::new()),
+        last_status_code: Set(0),
+        lease_holder: Set(None),
+        lease_expires_at: Set(None),
+        event_id: Set(event.id),
+        event_type: Set(labels.event_type.clone()),
+        subject: Set(labels.subject.clone()),
+        severity: Set(labels.severity.as_str().to_owned()),
+        app: Set(labels.app.clone()),
+        environment: Set(labels.environment.clone()),
+        deployment_id: Set(labels.deployment_id.clone()),
+        incident_id: Set(labels.incident_id.clone()),
+        escalation_id: Set(String::new()),
+        escalation_level: Set(0),
+        item_count: Set(1),
+        first_event_at: Set(event.time),
+        updated_at: Set(now),
+    }
+}
+
+impl NotifierCore {
+    /// Handles one event (idempotent by event id).
+    pub(crate) async fn ingest(&self, event: &Event) -> Result<(), DbErr> {
+        let Some(labels) = classify(&event.event_type, &event.subject, &event.data) else {
+            return Ok(());
+        };
+        let txn = self.db.begin_write().await?;
+        if !inbox::claim(&txn, CONSUMER, event.id).await? {
+            return Ok(());
+        }
+        let now = Self::now();
+        let cloudevent = event.to_cloudevent().to_string();
+        self.suppress_pending(&txn, event, &labels).await?;
+        let mut escalated: Vec<Uuid> = Vec::new();
+        match event.event_type.as_str() {
+            "rp.incident.opened" => {
+                escalated = self.start_escalations(&txn, event, &labels, &cloudevent, now).await?
+            }
+            "rp.incident.resolved" => self.resolve_escalations(&txn, &labels, now).await?,
+            _ => {}
+        }
+        let rules = super::rules::active_rules(&txn).await?;
+        let channels = super::channel_admin::channel_refs(&txn).await?;
+        for (channel_id, index) in routing::route(&rules, &channels, &labels) {
+            // An escalation level due at once tells these channels already, with the acknowledge link.
+            if escalated.contains(&channel_id) {
+                continue;
+            }
+            self.queue(&txn, event, &labels, &cloudevent, channel_id, &rules[index], now).await?;
+        }
+        self.commit(txn).await?;
+        self.wake.notify_one();
+        if !escalated.is_empty() || labels.event_type.starts_with("rp.incident.") {
+            self.escalations_changed.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Takes pending notifications out of their groups when `event` makes them pointless
+    /// (a rollback after "deployment succeeded"), as long as the group is not sent yet.
+    async fn suppress_pending<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        event: &Event,
+        labels: &Labels,
+    ) -> Result<(), DbErr> {
+        let types = grouping::suppresses(&labels.event_type);
+        if types.is_empty() || labels.deployment_id.is_empty() {
+            return Ok(());
+        }
+        let pending = items::Entity::find()
+            .filter(items::Column::DeploymentId.eq(labels.deployment_id.as_str()))
+            .filter(items::Column::EventType.is_in(types))
+            .filter(items::Column::Status.eq(item_status::QUEUED))
+            .all(conn)
+            .await?;
+        for item in pending {
+            let Some(delivery_id) = item.delivery_id else { continue };
+            let taken = deliveries::Entity::update_many()
+                .col_expr(deliveries::Column::ItemCount, Expr::col(deliveries::Column::ItemCount).sub(1))
+                .col_expr(deliveries::Column::UpdatedAt, Expr::value(Self::now()))
+                .filter(deliveries::Column::Id.eq(delivery_id))
+                .filter(deliveries::Column::Status.eq(status::GROUPING))
+                .exec(conn)
+                .await?;
+            if taken.rows_affected == 0 {
+                continue; // already on its way
+            }
+            items::Entity::update_many()
+                .col_expr(items::Column::Status, Expr::value(item_status::SUPPRESSED))
+                .col_expr(
+                    items::Column::Reason,
+                    Expr::value(format!("superseded by {} ({})", labels.event_type, event.id)),
+                )
+                .filter(items::Column::Id.eq(item.id))
+                .exec(conn)
+                .await?;
+            deliveries::Entity::update_many()
+                .col_expr(deliveries::Column::Status, Expr::value(status::SUPPRESSED))
+                .col_expr(
+                    deliveries::Column::LastError,
+                    Expr::value(format!("every event was superseded by {}", labels.event_type)),
+                )
+                .filter(deliveries::Column::Id.eq(delivery_id))
+                .filter(deliveries::Column::Status.eq(status::GROUPING))
+                .filter(deliveries::Column::ItemCount.lte(0))
+                .exec(conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Puts `event` on `channel_id` under `rule`: a duplicate, suppressed, or into its group.
+    #[allow(clippy::too_many_arguments)]
+    async fn queue<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        event: &Event,
+        labels: &Labels,
+        cloudevent: &str,
+        channel_id: Uuid,
+        rule: &Rule,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        let dedup_key = grouping::dedup_key(labels, &event.data);
+        let mut row = item(event, labels, cloudevent, channel_id, rule.id, dedup_key.clone(), now);
+        let repeat = rule.repeat_interval();
+        let earlier = items::Entity::find()
+            .filter(items::Column::ChannelId.eq(channel_id))
+            .filter(items::Column::DedupKey.eq(dedup_key.as_str()))
+            .filter(items::Column::Status.eq(item_status::QUEUED))
+            .filter(items::Column::CreatedAt.gt(now - super::chrono_duration(repeat)))
+            .one(conn)
+            .await?;
+        if let Some(earlier) = earlier {
+            row.status = Set(item_status::DUPLICATE.into());
+            row.reason = Set(format!(
+                "the same notification was queued within the repeat interval (event {})",
+                earlier.event_id
+            ));
+            items::Entity::insert(row).exec_without_returning(conn).await?;
+            return Ok(());
+        }
+        let suppressors = grouping::suppressed_by(&labels.event_type);
+        if !suppressors.is_empty() && !labels.deployment_id.is_empty() {
+            let later = items::Entity::find()
+                .filter(items::Column::DeploymentId.eq(labels.deployment_id.as_str()))
+                .filter(items::Column::EventType.is_in(suppressors.iter().copied()))
+                .one(conn)
+                .await?;
+            if let Some(later) = later {
+                row.status = Set(item_status::SUPPRESSED.into());
+                row.reason = Set(format!("superseded by {} ({})", later.event_type, later.event_id));
+                items::Entity::insert(row).exec_without_returning(conn).await?;
+                return Ok(());
+            }
+        }
+        let group_key = grouping::group_key(&rule.group_by(), labels);
+        let due = now + super::chrono_duration(rule.group_wait_for(labels.severity));
+        let open = deliveries::Entity::find()
+            .filter(deliveries::Column::ChannelId.eq(channel_id))
+            .filter(deliveries::Column::GroupKey.eq(group_key.as_str()))
+            .filter(deliveries::Column::Status.eq(status::GROUPING))
+            .one(conn)
+            .await?;
+        let mut joined = None;
+        if let Some(open) = open {
+            let severity = Severity::parse(&open.severity).unwrap_or_default().max(labels.severity);
+            // Compare-and-set: a replica may have just claimed the group for sending.
+            let attached = deliveries::Entity::update_many()
+                .col_expr(deliveries::Column::ItemCount, Expr::col(deliveries::Column::ItemCount).add(1))
+                .col_expr(deliveries::Column::DueAt, Expr::value(Ord::min(open.due_at, due)))
+                .col_expr(deliveries::Column::Severity, Expr::value(severity.as_str()))
+                .col_expr(deliveries::Column::UpdatedAt, Expr::value(now))
+                .filter(deliveries::Column::Id.eq(open.id))
+                .filter(deliveries::Column::Status.eq(status::GROUPING))
+                .exec(conn)
+                .await?;
+            if attached.rows_affected == 1 {
+                joined = Some(open.id);
+            }
+        }
+        let delivery_id = match joined {
+            Some(id) => id,
+            None => {
+                let id = Uuid::now_v7();
+                let row =
+                    delivery(id, event, labels, channel_id, rule.id, group_key, status::GROUPING, due, now);
+                deliveries::Entity::insert(row).exec_without_returning(conn).await?;
+                id
+            }
+        };
+        row.delivery_id = Set(Some(delivery_id));
+        items::Entity::insert(row).exec_without_returning(conn).await?;
+        Ok(())
+    }
+}
