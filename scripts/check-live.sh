@@ -6,6 +6,7 @@
 #   scripts/check-live.sh [path/to/release-pilot]     (default: target/debug/release-pilot)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo="$(pwd)"
 binary="${1:-target/debug/release-pilot}"
 [ -x "$binary" ] || { echo "check-live: $binary is not built" >&2; exit 1; }
 tools="$(scripts/test-tools.sh)"
@@ -64,7 +65,7 @@ done
 echo "--- schemathesis: the HTTP API against its OpenAPI document"
 token="$(curl -fsS "http://127.0.0.1:$http/api/v1/auth/login" -H 'content-type: application/json' \
   -d "{\"email\":\"admin@example.com\",\"password\":\"$password\"}" | python3 -c 'import sys,json; print(json.load(sys.stdin)["access_token"])')"
-(cd "$work" && "$tools/st" run "http://127.0.0.1:$http/api/openapi.json" --checks all \
+(cd "$work" && "$tools/st" --config-file "$repo/scripts/schemathesis.toml" run "http://127.0.0.1:$http/api/openapi.json" --checks all \
   -H "Authorization: Bearer $token" --max-examples "${SCHEMATHESIS_EXAMPLES:-100}" --seed 1 --no-color \
   --output-sanitize true)
 echo "check-live: ok"

@@ -12,7 +12,7 @@ use std::{io::BufRead as _, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use output::Format;
-use rp_proto::release::v1 as pb;
+use rp_proto::{notifier::v1 as notifier_pb, release::v1 as pb};
 use session::{Connection, authed};
 
 #[derive(Parser)]
@@ -95,6 +95,18 @@ enum Command {
     },
     /// Show one deployment.
     Get { id: String },
+    /// Acknowledge an escalation: no later level pages anyone. Give the escalation id, or
+    /// --incident for the active escalation of an incident.
+    Ack {
+        /// Escalation id.
+        #[arg(required_unless_present = "incident", conflicts_with = "incident")]
+        id: Option<String>,
+        /// Incident id: acknowledge its active escalation.
+        #[arg(long)]
+        incident: Option<String>,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -257,6 +269,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into_inner();
             output::print_deployment(format, &deployment)?;
         }
+        Command::Ack { id, incident, note } => {
+            let escalation = acknowledge(connection, id, incident, note).await?;
+            output::print_escalation(format, &escalation)?;
+        }
         command => {
             let deployment = operate(connection, command).await?;
             output::print_deployment(format, &deployment)?;
@@ -314,6 +330,35 @@ async fn operate(connection: &Connection, command: Command) -> anyhow::Result<pb
         _ => unreachable!("handled by run"),
     };
     Ok(response.map_err(status_error)?.into_inner())
+}
+
+/// Acknowledges an escalation, named or found by its incident.
+async fn acknowledge(
+    connection: &Connection,
+    id: Option<String>,
+    incident: Option<String>,
+    note: String,
+) -> anyhow::Result<notifier_pb::Escalation> {
+    let token = session::bearer(connection).await?;
+    let mut client = session::notifier_client(connection).await?;
+    let id = match (id, incident) {
+        (Some(id), _) => id,
+        (None, Some(incident)) => {
+            let request = notifier_pb::ListEscalationsRequest {
+                status: "active".into(),
+                incident_id: incident.clone(),
+            };
+            let list =
+                client.list_escalations(authed(&token, request)?).await.map_err(status_error)?.into_inner();
+            match list.escalations.into_iter().next() {
+                Some(escalation) => escalation.id,
+                None => bail!("incident {incident} has no active escalation"),
+            }
+        }
+        (None, None) => bail!("give an escalation id or --incident"),
+    };
+    let request = notifier_pb::AcknowledgeEscalationRequest { id, note };
+    Ok(client.acknowledge_escalation(authed(&token, request)?).await.map_err(status_error)?.into_inner())
 }
 
 async fn release(connection: &Connection, format: Format, command: ReleaseCommand) -> anyhow::Result<()> {

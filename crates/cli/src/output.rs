@@ -1,7 +1,7 @@
 //! Output for people (tables, text) and for scripts (`--output json`).
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use rp_proto::release::v1 as pb;
+use rp_proto::{notifier::v1 as notifier_pb, release::v1 as pb};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -217,6 +217,56 @@ pub fn print_status(format: Format, status: &pb::StatusResponse) -> anyhow::Resu
                 ]);
             }
             println!("{table}");
+            Ok(())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EscalationOut {
+    id: String,
+    incident_id: String,
+    policy: String,
+    app: String,
+    environment: String,
+    summary: String,
+    status: String,
+    levels_fired: i32,
+    levels: i32,
+    acknowledged_at: Option<String>,
+    acknowledged_by: String,
+}
+
+pub fn print_escalation(format: Format, escalation: &notifier_pb::Escalation) -> anyhow::Result<()> {
+    match format {
+        Format::Json => print_json(&EscalationOut {
+            id: escalation.id.clone(),
+            incident_id: escalation.incident_id.clone(),
+            policy: escalation.policy_name.clone(),
+            app: escalation.app.clone(),
+            environment: escalation.environment.clone(),
+            summary: escalation.summary.clone(),
+            status: escalation.status.clone(),
+            levels_fired: escalation.levels_fired,
+            levels: escalation.levels,
+            acknowledged_at: time(&escalation.acknowledged_at),
+            acknowledged_by: escalation.acknowledged_by.clone(),
+        }),
+        Format::Table => {
+            println!(
+                "escalation {} · incident {} ({} in {}) · {} · {} of {} levels fired · {}",
+                escalation.id,
+                escalation.incident_id,
+                escalation.app,
+                escalation.environment,
+                escalation.policy_name,
+                escalation.levels_fired,
+                escalation.levels,
+                escalation.status
+            );
+            if !escalation.acknowledged_by.is_empty() {
+                println!("acknowledged by {}", escalation.acknowledged_by);
+            }
             Ok(())
         }
     }

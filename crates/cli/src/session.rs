@@ -9,6 +9,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use rp_proto::{
     auth::v1::{self as auth_pb, auth_service_client::AuthServiceClient},
+    notifier::v1::notifier_service_client::NotifierServiceClient,
     release::v1::release_service_client::ReleaseServiceClient,
 };
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,9 @@ pub struct Connection {
     /// Full URL of the release service (overrides --server).
     #[arg(long, global = true, env = "RPCTL_RELEASE_ENDPOINT")]
     pub release_endpoint: Option<String>,
+    /// Full URL of the notifier (overrides --server; default port 50054).
+    #[arg(long, global = true, env = "RPCTL_NOTIFIER_ENDPOINT")]
+    pub notifier_endpoint: Option<String>,
     /// An API token (`rp_…`) or access token to use instead of the stored login (for CI).
     #[arg(long, global = true, env = "RPCTL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -54,6 +58,10 @@ impl Connection {
 
     pub fn release_url(&self) -> String {
         Self::url(&self.release_endpoint, &self.server, 50052)
+    }
+
+    pub fn notifier_url(&self) -> String {
+        Self::url(&self.notifier_endpoint, &self.server, 50054)
     }
 
     pub fn credentials_path(&self) -> anyhow::Result<PathBuf> {
@@ -100,6 +108,10 @@ pub async fn auth_client(connection: &Connection) -> anyhow::Result<AuthServiceC
 
 pub async fn release_client(connection: &Connection) -> anyhow::Result<ReleaseServiceClient<Channel>> {
     Ok(ReleaseServiceClient::new(channel(&connection.release_url()).await?))
+}
+
+pub async fn notifier_client(connection: &Connection) -> anyhow::Result<NotifierServiceClient<Channel>> {
+    Ok(NotifierServiceClient::new(channel(&connection.notifier_url()).await?))
 }
 
 /// Logs in and stores the tokens (file mode 0600).

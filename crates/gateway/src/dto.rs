@@ -2,16 +2,18 @@
 
 use chrono::{DateTime, Utc};
 use rp_identity::Role;
-use rp_proto::{auth::v1 as auth, notifier::v1 as notifier, release::v1 as release};
+use rp_proto::{auth::v1 as auth, release::v1 as release};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 mod check;
+mod notifier;
 mod policy;
 mod releases;
 mod rollback;
 
 pub use check::{slug as check_slug, token as check_token};
+pub use notifier::*;
 pub use policy::*;
 pub use releases::*;
 pub use rollback::*;
@@ -300,26 +302,6 @@ pub struct CreateAppRequest {
 pub struct AppPage {
     pub items: Vec<App>,
     pub next_page_token: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Channel {
-    pub id: String,
-    pub name: String,
-    pub kind: String,
-    pub enabled: bool,
-    pub created_at: Option<DateTime<Utc>>,
-}
-
-impl From<notifier::Channel> for Channel {
-    fn from(c: notifier::Channel) -> Self {
-        Self { id: c.id, name: c.name, kind: c.kind, enabled: c.enabled, created_at: time(c.created_at) }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ChannelList {
-    pub items: Vec<Channel>,
 }
 
 /// JSON Schema's `integer` includes `5.0`: accept integral numbers written as floats.

@@ -71,7 +71,7 @@ use routes::AppState;
         (name = "incidents", description = "Incidents opened by automatic rollbacks: timeline, MTTR, evidence"),
         (name = "rollbacks", description = "Rollback records, automatic and manual; manual rollbacks"),
         (name = "alerts", description = "Alertmanager's webhook: alerts about a canary feed its alert rules"),
-        (name = "channels", description = "Notification channels"),
+        (name = "notifications", description = "Notifications: channels (signed webhooks, Slack, e-mail, PagerDuty), routing rules, deliveries and their attempt log, dead letters, escalation policies and acknowledgements"),
     )
 )]
 struct ApiDoc;

@@ -37,6 +37,7 @@ impl Cli {
                 .env("PATH", std::env::var("PATH").unwrap_or_default())
                 .env("RPCTL_AUTH_ENDPOINT", self.system.grpc_endpoint("auth"))
                 .env("RPCTL_RELEASE_ENDPOINT", self.system.grpc_endpoint("release"))
+                .env("RPCTL_NOTIFIER_ENDPOINT", self.system.grpc_endpoint("notifier"))
                 .env("RPCTL_CREDENTIALS", self.credentials.path().join("credentials.json"))
                 .envs(env.iter().copied())
                 .output()
@@ -345,4 +346,68 @@ async fn approve_promote_pause_and_abort_from_the_command_line() {
         &[("RPCTL_TOKEN", token.as_str()), ("RPCTL_CREDENTIALS", "/nonexistent")],
     );
     assert_eq!(ci.code, 0, "{}", ci.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_stops_the_escalation_of_an_incident() {
+    use rp_proto::{
+        events::v1 as events,
+        notifier::v1::{self as notifier_pb, notifier_service_client::NotifierServiceClient},
+    };
+    let (cli, _) = setup().await;
+    cli.ok(&["login", "--email", ADMIN_EMAIL, "--password", ADMIN_PASSWORD]);
+    let admin = cli.system.admin_token().await;
+    let mut notifier = NotifierServiceClient::connect(cli.system.grpc_endpoint("notifier")).await.unwrap();
+
+    // The seeded escalation policy escalates critical incidents; the notifier's consumer takes
+    // new events only, so publish incidents until one is escalated.
+    let incident = rp_test_support::eventually(std::time::Duration::from_secs(30), "an escalation", || {
+        let (system, admin, mut notifier) = (&cli.system, admin.clone(), notifier.clone());
+        async move {
+            let id = uuid::Uuid::now_v7().to_string();
+            let payload = events::IncidentChanged {
+                incident_id: id.clone(),
+                app: "shop".into(),
+                environment: "prod".into(),
+                severity: "critical".into(),
+                summary: "error rate above 2% on shop 2.0.0".into(),
+                status: "open".into(),
+                production: true,
+                ..Default::default()
+            };
+            let event =
+                rp_events::Event::new("rollback", "rp.incident.opened", format!("incidents/{id}"), &payload);
+            system.app.bus.publish(&event).await.unwrap();
+            for _ in 0..10 {
+                let request =
+                    notifier_pb::ListEscalationsRequest { status: String::new(), incident_id: id.clone() };
+                let list = notifier.list_escalations(authed(&admin, request)).await.unwrap().into_inner();
+                if !list.escalations.is_empty() {
+                    return Some(id);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            None
+        }
+    })
+    .await;
+
+    let out = cli.ok(&["-o", "json", "ack", "--incident", &incident, "--note", "looking"]);
+    let acked: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (acked["incident_id"].as_str(), acked["status"].as_str()),
+        (Some(incident.as_str()), Some("acknowledged"))
+    );
+    assert_eq!(acked["acknowledged_by"], format!("{ADMIN_EMAIL}: looking"), "who, and the note");
+    let request = notifier_pb::GetEscalationRequest { id: acked["id"].as_str().unwrap().into() };
+    let stored = notifier.get_escalation(authed(&admin, request)).await.unwrap().into_inner();
+    assert!(stored.acknowledged_at.is_some());
+    assert_eq!(stored.status, "acknowledged");
+
+    // Nothing left to acknowledge for that incident: a clear error and a failing exit code.
+    let again = cli.run(&["ack", "--incident", &incident]);
+    assert_ne!(again.code, 0);
+    assert!(again.stderr.contains("no active escalation"), "{}", again.stderr);
+    let table = cli.ok(&["ack", acked["id"].as_str().unwrap()]);
+    assert!(table.contains("acknowledged"), "{table}");
 }

@@ -8,7 +8,9 @@ pub mod auth;
 pub mod channels;
 pub mod deployments;
 pub mod environments;
+pub mod escalations;
 pub mod incidents;
+pub mod notifications;
 pub mod policies;
 pub mod releases;
 pub mod rollbacks;
@@ -129,6 +131,21 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(analyses::get_deployment_analysis))
         .routes(routes!(rollbacks::list_rollbacks, rollbacks::create_rollback))
         .routes(routes!(alerts::receive_alertmanager_webhook))
-        .routes(routes!(channels::list_channels))
-        .routes(routes!(channels::get_channel))
+        .routes(routes!(channels::list_channels, channels::create_channel))
+        .routes(routes!(channels::get_channel, channels::update_channel, channels::delete_channel))
+        .routes(routes!(channels::rotate_channel_secret))
+        .routes(routes!(channels::test_channel))
+        .routes(routes!(notifications::list_rules, notifications::create_rule))
+        .routes(routes!(notifications::update_rule, notifications::delete_rule))
+        .routes(routes!(notifications::list_deliveries))
+        .routes(routes!(notifications::get_delivery))
+        .routes(routes!(notifications::list_dead_letters))
+        .routes(routes!(notifications::replay_dead_letters))
+        .routes(routes!(notifications::replay_channel_dead_letters))
+        .routes(routes!(escalations::list_escalation_policies, escalations::create_escalation_policy))
+        .routes(routes!(escalations::update_escalation_policy, escalations::delete_escalation_policy))
+        .routes(routes!(escalations::list_escalations))
+        .routes(routes!(escalations::get_escalation))
+        .routes(routes!(escalations::acknowledge_escalation))
+        .routes(routes!(escalations::ack_page, escalations::ack_by_link))
 }

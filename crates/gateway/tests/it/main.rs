@@ -1,6 +1,7 @@
 //! The HTTP gateway in front of the real services, on the backend chosen by
 //! `RELEASE_PILOT_TEST_BACKEND`.
 
+mod notifications;
 mod release;
 mod rollback;
 
