@@ -278,6 +278,16 @@ impl NotifierCore {
                 .await?;
             if attached.rows_affected == 1 {
                 joined = Some(open.id);
+                // A message that carries an incident's event is about that incident (its
+                // delivery events say so, and incident timelines record it), whichever event
+                // opened the group.
+                if open.incident_id.is_empty() && !labels.incident_id.is_empty() {
+                    deliveries::Entity::update_many()
+                        .col_expr(deliveries::Column::IncidentId, Expr::value(labels.incident_id.as_str()))
+                        .filter(deliveries::Column::Id.eq(open.id))
+                        .exec(conn)
+                        .await?;
+                }
             }
         }
         let delivery_id = match joined {

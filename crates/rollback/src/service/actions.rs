@@ -435,7 +435,7 @@ async fn upsert_rollback<C: ConnectionTrait>(
     Ok(())
 }
 
-fn timeline_entry(what: &str, at: DateTime<Utc>) -> serde_json::Value {
+pub(crate) fn timeline_entry(what: &str, at: DateTime<Utc>) -> serde_json::Value {
     serde_json::json!({ "what": what, "at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true) })
 }
 

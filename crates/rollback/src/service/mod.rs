@@ -3,6 +3,7 @@
 mod actions;
 mod evaluator;
 mod external;
+mod notifications;
 mod queries;
 mod traffic;
 mod watcher;
@@ -148,6 +149,7 @@ impl RollbackCore {
             tokio::spawn(traffic::run(self.clone(), shutdown.clone())),
             tokio::spawn(evaluator::run(self.clone(), shutdown.clone())),
             tokio::spawn(external::run(self.clone(), shutdown.clone())),
+            tokio::spawn(notifications::run(self.clone(), shutdown.clone())),
             tokio::spawn(queries::run_retention(self.clone(), shutdown)),
         ]
     }

@@ -463,3 +463,68 @@ async fn prometheus_queries_relative_to_stable_and_http_probes_decide_too() {
     assert!(probe.value.unwrap() >= 3.0, "{probe:?}");
     assert!(probe.query.starts_with("GET http://") && probe.query.contains("v=2.0.0"), "{}", probe.query);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_timeline_records_when_people_were_notified() {
+    use rp_proto::notifier::v1::{self as notifier_pb, notifier_service_client::NotifierServiceClient};
+    let stack =
+        stack_with(&[Role::Auth, Role::Release, Role::Rollback, Role::Router, Role::Gateway, Role::Notifier])
+            .await;
+    stack.fast_policy().await;
+
+    // On-call's webhook, told about every opened incident at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/oncall", listener.local_addr().unwrap());
+    let told = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = told.clone();
+    let app = axum::Router::new().route(
+        "/oncall",
+        axum::routing::post(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "ok" }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut notifier = NotifierServiceClient::connect(stack.system.grpc_endpoint("notifier")).await.unwrap();
+    let channel = notifier
+        .create_channel(authed(
+            &stack.admin,
+            notifier_pb::CreateChannelRequest {
+                name: "on-call".into(),
+                kind: "webhook".into(),
+                config_json: serde_json::json!({"url": hook}).to_string(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .channel
+        .unwrap();
+    let rule = notifier_pb::RoutingRuleInput {
+        name: "incidents to on-call".into(),
+        event_types: vec!["rp.incident.opened".into()],
+        channel_ids: vec![channel.id],
+        group_wait_ms: Some(0),
+        ..Default::default()
+    };
+    notifier.create_routing_rule(authed(&stack.admin, rule)).await.unwrap();
+
+    let traffic = Traffic::start(stack.router_url(), 2, Duration::from_millis(10));
+    stack.fail_v2(0.5);
+    let deployment = stack.deploy(canary(&[(20, 60), (50, 60)])).await;
+    stack.wait_state(&deployment.id, "rolled_back").await;
+    wait_all_traffic_on(&traffic, "1.0.0").await;
+
+    let incident = eventually(WAIT, "the notification on the incident's timeline", || async {
+        let incident = stack.incidents().await.into_iter().next()?;
+        incident.timeline.iter().any(|t| t.what.starts_with("notification sent")).then_some(incident)
+    })
+    .await;
+    assert!(told.load(std::sync::atomic::Ordering::SeqCst) >= 1, "the receiver was told");
+    let steps: Vec<&str> = incident.timeline.iter().map(|t| t.what.as_str()).collect();
+    assert_eq!(steps[..3], ["first bad sample", steps[1], "traffic restored to 1.0.0"], "{steps:?}");
+    assert_eq!(steps[3], "notification sent via webhook \"on-call\"", "{steps:?}");
+    let at = |i: usize| incident.timeline[i].at.unwrap().seconds;
+    assert!(at(3) >= at(2), "told after the traffic was back");
+}

@@ -92,6 +92,9 @@ const FAST: &[(&str, &str)] = &[
     ("RP_ROLLBACK__RECORD_INTERVAL_MS", "1000"),
     ("RP_ROLLBACK__POLL_INTERVAL_MS", "100"),
     ("RP_RELEASE__ENGINE_TICK_MS", "50"),
+    // For the tests that run the notifier too: a webhook receiver on loopback.
+    ("RP_NOTIFIER__ALLOWED_PRIVATE_NETWORKS", "127.0.0.0/8"),
+    ("RP_NOTIFIER__DISPATCH_INTERVAL_MS", "50"),
 ];
 
 pub async fn stack() -> Stack {
