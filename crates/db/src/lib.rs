@@ -62,7 +62,12 @@ pub async fn connect(config: &Config, service: &'static str) -> Result<Database,
         .max_connections(db.max_connections)
         .idle_timeout(Duration::from_secs(db.idle_timeout_secs))
         .connect_timeout(Duration::from_secs(db.connect_timeout_secs))
-        .acquire_timeout(Duration::from_secs(db.acquire_timeout_secs))
+        // SQLite writers queue for the lock up to its busy timeout (10 s) while holding their
+        // connection: the others must be able to wait at least as long for one.
+        .acquire_timeout(Duration::from_secs(match backend {
+            Backend::Sqlite { .. } => db.acquire_timeout_secs.max(SQLITE_BUSY_TIMEOUT_SECS + 5),
+            Backend::Postgres { .. } => db.acquire_timeout_secs,
+        }))
         .sqlx_logging(false)
         .set_application_name(format!("release-pilot-{service}"));
     match &backend {
@@ -75,7 +80,7 @@ pub async fn connect(config: &Config, service: &'static str) -> Result<Database,
             options.map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
+                    .busy_timeout(Duration::from_secs(SQLITE_BUSY_TIMEOUT_SECS))
                     .foreign_keys(true)
             });
         }
@@ -83,6 +88,9 @@ pub async fn connect(config: &Config, service: &'static str) -> Result<Database,
     let conn = sea_orm::Database::connect(options).await.map_err(connect_err)?;
     Ok(Database { conn, service, backend })
 }
+
+/// How long an SQLite writer waits for the write lock.
+const SQLITE_BUSY_TIMEOUT_SECS: u64 = 10;
 
 async fn ensure_schema(url: &str, schema: &str) -> Result<(), DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());

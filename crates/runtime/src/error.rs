@@ -31,7 +31,15 @@ pub enum ServiceError {
 
 impl From<sea_orm::DbErr> for ServiceError {
     fn from(err: sea_orm::DbErr) -> Self {
-        ServiceError::Internal(err.to_string())
+        // Overload is not a bug: no connection free in time (every one busy, or SQLite's single
+        // writer holding the lock past its busy timeout) tells the caller to retry shortly.
+        let busy = matches!(err, sea_orm::DbErr::ConnectionAcquire(_))
+            || err.to_string().contains("database is locked");
+        if busy {
+            ServiceError::Unavailable("the database is busy; retry shortly".into())
+        } else {
+            ServiceError::Internal(err.to_string())
+        }
     }
 }
 

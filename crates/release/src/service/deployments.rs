@@ -880,20 +880,42 @@ impl ReleaseCore {
             release.id
         };
 
-        // Claim the rollback: of concurrent requests (people, replicas), exactly one proceeds.
-        let claim_txn = self.db.begin_write().await?;
-        let current = self.load_deployment(&claim_txn, subject.id).await?;
-        if current.state == state::ROLLED_BACK || current.phase == "rolling_back" {
-            claim_txn.rollback().await?;
-            let row = self.wait_rolled_back(subject.id).await?;
-            return self.view(&self.db.conn, row).await;
-        }
-        let mut claimed = current.clone();
-        claimed.phase = "rolling_back".into();
-        claimed.next_action_at = None;
-        claimed.failure_detected_at.get_or_insert(detected_at);
-        let claimed = self.cas(&claim_txn, &current, claimed).await?;
-        claim_txn.commit().await?;
+        // Claim the rollback: of concurrent requests (people, replicas), exactly one proceeds; the
+        // others wait for its outcome. A rollback wins over the deployment's own progress: when the
+        // engine (or another request) changed the deployment between read and write, read again.
+        let mut attempt = 0;
+        let (current, claimed) = loop {
+            attempt += 1;
+            let claim_txn = self.db.begin_write().await?;
+            let current = self.load_deployment(&claim_txn, subject.id).await?;
+            if current.state == state::ROLLED_BACK || current.phase == "rolling_back" {
+                claim_txn.rollback().await?;
+                let row = self.wait_rolled_back(subject.id).await?;
+                return self.view(&self.db.conn, row).await;
+            }
+            if !matches!(current.state.as_str(), state::IN_PROGRESS | state::SUCCEEDED) {
+                claim_txn.rollback().await?;
+                return Err(E::Precondition(format!(
+                    "deployment {} is {} and cannot be rolled back",
+                    current.id, current.state
+                )));
+            }
+            let mut claimed = current.clone();
+            claimed.phase = "rolling_back".into();
+            claimed.next_action_at = None;
+            claimed.failure_detected_at.get_or_insert(detected_at);
+            match self.cas(&claim_txn, &current, claimed).await {
+                Ok(claimed) => {
+                    claim_txn.commit().await?;
+                    break (current, claimed);
+                }
+                Err(E::Aborted(_)) if attempt < 10 => {
+                    claim_txn.rollback().await?;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            }
+        };
 
         // Traffic first.
         if let Err(err) = self.restore_traffic(&claimed, target_release).await {

@@ -97,7 +97,12 @@ async fn fifty_concurrent_deploys_leave_at_most_one_active_deployment() {
     .await;
     let (ok, refused) = codes(&results);
     assert!(ok >= 1, "{refused:?}");
-    assert!(refused.iter().all(|c| matches!(c, Code::FailedPrecondition | Code::Aborted)), "{refused:?}");
+    // Refused as a conflict, or (SQLite's single writer, 50 at once) as "busy, retry": never
+    // an internal error.
+    assert!(
+        refused.iter().all(|c| matches!(c, Code::FailedPrecondition | Code::Aborted | Code::Unavailable)),
+        "{refused:?}"
+    );
 
     let listed = release
         .clone()
