@@ -2,7 +2,7 @@
 # Benchmarks (`just bench`). Each writes bench/results/<name>.json and a line to
 # bench/results/summary.md. They run on this machine's loopback only.
 #
-#   scripts/bench.sh [releases-list|reaction|router|scale] ...     (default: all)
+#   scripts/bench.sh [releases-list|reaction|router|scale|notify] ...     (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -260,14 +260,31 @@ PY
   cat "$results/scale.json"
 }
 
+bench_notify() {
+  echo "==> notify: deployment events → notifier → signed webhook receiver, 1,000 events (PostgreSQL + JetStream)"
+  psql -h 127.0.0.1 -U postgres -d postgres -q -c "DROP DATABASE IF EXISTS rp_bench_notify WITH (FORCE)" -c "CREATE DATABASE rp_bench_notify"
+  env -i PATH="$PATH" HOME="$work" RP_DATA_DIR="$work/notify" RP_TELEMETRY__LOG_FILTER=warn \
+    RP_DATABASE__URL=postgres://postgres@127.0.0.1:5432/rp_bench_notify \
+    RP_NATS__URL=nats://127.0.0.1:4222 RP_NATS__STREAM=RP_BENCH_NOTIFY RP_NATS__SUBJECT_PREFIX=rp_bench_notify. \
+    "$bench" notify --events 1000 --out "$results/notify.json" >/dev/null
+  python3 - "$results/notify.json" <<'PY' >>"$results/summary.md"
+import json, sys, datetime
+r = json.load(open(sys.argv[1]))
+l, t = r["latency_ms"], r["throughput"]
+print(f'| {datetime.date.today()} | notifier, event → webhook receiver ({r["events"]} events, {r["backend"]["bus"]}, target p99 ≤ 50 ms) | p50 {l["p50"]:.1f} ms, p99 {l["p99"]:.1f} ms, max {l["max"]:.1f} ms ({l["received"]} received) | {t["deliveries_per_second"]:.0f} deliveries/s sustained ({t["received"]} received) |')
+PY
+  cat "$results/notify.json"
+}
+
 benchmarks=("$@")
-[ ${#benchmarks[@]} -eq 0 ] && benchmarks=(releases-list reaction router scale)
+[ ${#benchmarks[@]} -eq 0 ] && benchmarks=(releases-list reaction router scale notify)
 for name in "${benchmarks[@]}"; do
   case "$name" in
     releases-list) bench_releases_list ;;
     reaction) bench_reaction ;;
     router) bench_router >>"$results/summary.md" ;;
     scale) bench_scale ;;
+    notify) bench_notify ;;
     *) echo "unknown benchmark $name" >&2; exit 1 ;;
   esac
 done

@@ -4,8 +4,10 @@
 //! - `reaction`: time from a failing canary's error rate crossing its rule's threshold to all
 //!   traffic on the stable version, as the traffic generator sees it;
 //! - `router`: the router alone with a fixed 90/10 route, for the comparison with nginx;
-//! - `scale`: 1,000 canaries' traffic fed to one rollback replica (a separate process).
+//! - `scale`: 1,000 canaries' traffic fed to one rollback replica (a separate process);
+//! - `notify`: deployment events to a webhook receiver through the notifier, latency and rate.
 
+mod notify;
 mod reaction;
 mod router;
 mod scale;
@@ -47,6 +49,14 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         weight: i32,
     },
+    /// Deployment events to a local webhook receiver through the notifier: latency of `events`
+    /// paced events (200/s), then deliveries per second for `events` more. Backend from RP_….
+    Notify {
+        #[arg(long, default_value_t = 1000)]
+        events: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Feed `canaries` running canaries' traffic at 1 s resolution to a rollback replica and
     /// measure its CPU, memory and decision lag. Configuration (bus, database) from RP_… like
     /// the replica's own.
@@ -81,6 +91,7 @@ fn main() -> ExitCode {
             Command::Router { listen, admin, stable, canary, weight } => {
                 router::run(listen, admin, stable, canary, weight).await
             }
+            Command::Notify { events, out } => notify::run(events, &out).await,
             Command::Scale { canaries, seconds, pid, admin, out } => {
                 scale::run(canaries, seconds, pid, &admin, &out).await
             }

@@ -1,5 +1,6 @@
-//! The notifier's latency benchmark: deployment events published on the bus, delivered through
-//! a signed webhook channel to a local receiver. Phase one paces `events` events (200/s) and
+//! `notify`: the notifier's latency benchmark. Deployment events (`rp.deployment.succeeded`, what
+//! the release service publishes when a deployment succeeds) published on the bus, delivered
+//! through a signed webhook channel to a local receiver. Phase one paces `events` events (200/s) and
 //! measures each one's publish → receiver latency (p50/p90/p99); phase two publishes `events`
 //! more as fast as the bus takes them and measures sustained deliveries per second.
 
@@ -86,16 +87,15 @@ async fn wait_for(arrivals: &Arrivals, ids: &[String], deadline: Instant) -> usi
     }
 }
 
-/// Runs the benchmark against the backend `config` names (JetStream and PostgreSQL when set,
-/// else SQLite under `data_dir` and the in-process bus) and returns its figures as JSON.
-pub async fn run_latency_bench(config: Config, events: usize) -> serde_json::Value {
-    match run(config, events.max(1)).await {
-        Ok(report) => report,
-        Err(err) => json!({"error": format!("{err:#}")}),
-    }
+/// Runs the benchmark against the backend the configuration (`RP_…`) names: JetStream and
+/// PostgreSQL when set, else SQLite under `data_dir` and the in-process bus.
+pub async fn run(events: usize, out: &std::path::Path) -> anyhow::Result<()> {
+    let config = rp_config::Config::from_process_env(None)?;
+    let report = measure_backend(config, events.max(1)).await?;
+    crate::write_report(out, &report)
 }
 
-async fn run(mut config: Config, events: usize) -> anyhow::Result<serde_json::Value> {
+async fn measure_backend(mut config: Config, events: usize) -> anyhow::Result<serde_json::Value> {
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     config.notifier.allowed_private_networks.push("127.0.0.0/8".parse()?);
     config.notifier.dispatch_interval_ms = config.notifier.dispatch_interval_ms.min(100);
@@ -115,7 +115,7 @@ async fn run(mut config: Config, events: usize) -> anyhow::Result<serde_json::Va
     let bus = rp_events::connect(&config.nats).await?;
     let database = if config.is_distributed_db() { "postgres" } else { "sqlite" };
     let listeners = Listeners::bind(any, any).await?;
-    let service = crate::start(Arc::new(config), bus.clone(), listeners, shutdown.clone()).await?;
+    let service = rp_notifier::start(Arc::new(config), bus.clone(), listeners, shutdown.clone()).await?;
     let result = measure(&service, &internal, receiver_addr, &bus, &arrivals, events).await;
     shutdown.cancel();
     let _ = service.task.await;

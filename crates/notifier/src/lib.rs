@@ -4,7 +4,6 @@
 //! dispatcher delivers with leases, retries, rate limits and dead letters; critical incidents
 //! escalate until acknowledged. See `docs/architecture.md` for the whole picture.
 
-pub mod bench;
 pub mod channels;
 pub mod domain;
 mod grpc;
