@@ -159,11 +159,12 @@ def ms(label):
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-print(f"{rps:.0f} {ms(\"50%\"):.3f} {ms(\"99%\"):.3f} {errors.group(1) if errors else 0}")'
+p50, p99 = ms("50%"), ms("99%")
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {errors.group(1) if errors else 0}")'
 }
 
 bench_router() {
-  echo "==> router vs nginx: same two demo-app upstreams, 90/10 weighted split, wrk -t2 -c64"
+  echo "==> router vs nginx: same two demo-app upstreams, 90/10 weighted split, wrk -t2 -c64" >&2
   command -v nginx >/dev/null && command -v wrk >/dev/null || {
     echo "bench: installing nginx and wrk (Debian packages)" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx wrk >/dev/null

@@ -12,6 +12,11 @@ mod reaction;
 mod router;
 mod scale;
 
+/// mimalloc instead of glibc malloc: under load, allocation was about a fifth of the CPU the
+/// services used (perf; see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};

@@ -1,5 +1,10 @@
 //! `release-pilot`: serve, migrate, config dump, healthcheck, openapi, demo.
 
+/// mimalloc instead of glibc malloc: under load, allocation was about a fifth of the CPU the
+/// services used (perf; see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
