@@ -27,12 +27,27 @@ use crate::{
 
 pub(crate) const CONSUMER: &str = "notifier";
 
+/// Events handled at once. One at a time, each event's transaction (several round trips and a
+/// commit) capped the notifier below 250 events/s on PostgreSQL.
+const LANES: usize = 8;
+
+/// What orders events: those about the same deployment (or incident) are handled one after
+/// another; grouping and suppression tolerate any order across different ones.
+fn lane_key(event: &Event) -> String {
+    ["deployment_id", "incident_id"]
+        .iter()
+        .find_map(|key| event.data.get(*key).and_then(|v| v.as_str()).filter(|v| !v.is_empty()))
+        .map_or_else(|| event.subject.clone(), str::to_owned)
+}
+
 pub async fn run(core: Arc<NotifierCore>, shutdown: CancellationToken) {
     let spec = ConsumerSpec::new(CONSUMER, "rp.>");
     let bus = core.bus.clone();
-    inbox::run_consumer(
+    inbox::run_consumer_in_lanes(
         bus,
         spec,
+        LANES,
+        lane_key,
         move |event| {
             let core = core.clone();
             async move { core.ingest(&event).await.map_err(|e| inbox::HandlerError::Retry(e.to_string())) }
