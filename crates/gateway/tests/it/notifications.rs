@@ -53,10 +53,9 @@ impl Receiver {
             axum::http::StatusCode::from_u16(status).unwrap()
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut receiver = Receiver { addr: Some(listener.local_addr().unwrap()), ..Default::default() };
+        let receiver = Receiver { addr: Some(listener.local_addr().unwrap()), ..Default::default() };
         let app = axum::Router::new().route("/{*path}", post(receive)).with_state(receiver.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        receiver.addr = Some(receiver.addr.unwrap());
         receiver
     }
 
