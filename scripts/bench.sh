@@ -43,7 +43,7 @@ start_system() {
   local database="$1"
   psql -h 127.0.0.1 -U postgres -d postgres -q -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" -c "CREATE DATABASE $database"
   env -i PATH="$PATH" HOME="$work" RP_DATA_DIR="$work/data" \
-    RP_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$database" \
+    RP_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$database?sslmode=disable" \
     RP_NATS__URL=nats://127.0.0.1:4222 RP_NATS__STREAM="RP_BENCH_$database" RP_NATS__SUBJECT_PREFIX="$database." \
     RP_GATEWAY__HTTP_ADDR="127.0.0.1:$http" RP_GATEWAY__ADMIN_ADDR="127.0.0.1:$gateway_admin" \
     RP_AUTH__GRPC_ADDR="127.0.0.1:${ports[0]}" RP_AUTH__ADMIN_ADDR="127.0.0.1:${ports[1]}" \
@@ -88,8 +88,9 @@ bench_releases_list() {
     curl -fsS "$base/api/v1/apps/bench/releases" -H "authorization: Bearer $token" -H 'content-type: application/json' \
       -d "{\"version\":\"1.0.$i\",\"commits\":[{\"sha\":\"$(printf '%040d' "$i")\",\"message\":\"fix: change $i\",\"author\":\"bench\"}]}" >/dev/null
   done
-  local app_id; app_id="$(curl -fsS "$base/api/v1/apps/bench" -H "authorization: Bearer $token" | python3 -c 'import sys,json; print(json.load(sys.stdin)["id"])')"
 
+  # Fresh statistics, as autovacuum would have them on a database in use (both sides use them).
+  psql -h 127.0.0.1 -U postgres -d rp_bench_releases -q -c "ANALYZE"
   # Warm up, then the SLO run at 1,000 req/s and the saturation run.
   BASE="$base" TOKEN="$token" "$tools/k6" run --quiet --no-usage-report -e MODE=rate -e RATE=200 -e DURATION=5s k6/releases-list.js >/dev/null
   BASE="$base" TOKEN="$token" "$tools/k6" run --quiet --no-usage-report -e MODE=rate -e RATE=1000 -e DURATION=30s \
@@ -102,10 +103,10 @@ bench_releases_list() {
   # The denominator: pgbench running the same query on the same database.
   cat >"$work/releases.sql" <<SQL
 SELECT id, app_id, version, artifact_image, artifact_digest, commits, changelog, bump, first_commit_at, created_by, created_at
-  FROM release.releases WHERE app_id = '$app_id' ORDER BY id DESC LIMIT 51;
+  FROM release.releases WHERE app_id = (SELECT id FROM release.apps WHERE name = 'bench') ORDER BY id DESC LIMIT 51;
 SQL
   local pgbench_tps
-  pgbench_tps="$(pgbench -h 127.0.0.1 -U postgres -n -c 32 -j 2 -T 20 -f "$work/releases.sql" rp_bench_releases 2>/dev/null \
+  pgbench_tps="$(PGSSLMODE=disable pgbench -h 127.0.0.1 -U postgres -n -c 32 -j 2 -T 20 -f "$work/releases.sql" rp_bench_releases 2>/dev/null \
     | awk '/^tps/ {print $3; exit}')"
   stop_system
   local ratio; ratio="$(python3 -c "print(f'{$sat_rate / $pgbench_tps:.2f}')")"
@@ -131,7 +132,7 @@ bench_reaction() {
     "$bench" reaction --runs 20 --out "$results/reaction-embedded.json" >/dev/null
   psql -h 127.0.0.1 -U postgres -d postgres -q -c "DROP DATABASE IF EXISTS rp_bench_reaction WITH (FORCE)" -c "CREATE DATABASE rp_bench_reaction"
   env -i PATH="$PATH" HOME="$work" RP_TELEMETRY__LOG_FILTER=error \
-    RP_DATABASE__URL=postgres://postgres@127.0.0.1:5432/rp_bench_reaction \
+    RP_DATABASE__URL=postgres://postgres@127.0.0.1:5432/rp_bench_reaction?sslmode=disable \
     RP_NATS__URL=nats://127.0.0.1:4222 RP_NATS__STREAM=RP_BENCH_REACTION RP_NATS__SUBJECT_PREFIX=rp_bench_reaction. \
     "$bench" reaction --runs 20 --out "$results/reaction-distributed.json" >/dev/null
   local line=""
@@ -244,7 +245,7 @@ bench_scale() {
   echo "==> scale: 1,000 canaries at 1 s resolution on one rollback replica (PostgreSQL + JetStream)"
   local database=rp_bench_scale grpc=${ports[5]} admin=${ports[6]}
   psql -h 127.0.0.1 -U postgres -d postgres -q -c "DROP DATABASE IF EXISTS $database WITH (FORCE)" -c "CREATE DATABASE $database"
-  local common=(PATH="$PATH" HOME="$work" RP_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$database"
+  local common=(PATH="$PATH" HOME="$work" RP_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$database?sslmode=disable"
     RP_NATS__URL=nats://127.0.0.1:4222 RP_NATS__STREAM=RP_BENCH_SCALE RP_NATS__SUBJECT_PREFIX="$database.")
   env -i "${common[@]}" RP_ROLLBACK__GRPC_ADDR="127.0.0.1:$grpc" RP_ROLLBACK__ADMIN_ADDR="127.0.0.1:$admin" \
     RP_TELEMETRY__LOG_FILTER=warn "$binary" serve --role rollback >"$work/rollback.log" 2>&1 & local replica=$!; pids+=($replica)
@@ -265,7 +266,7 @@ bench_notify() {
   echo "==> notify: deployment events → notifier → signed webhook receiver, 1,000 events (PostgreSQL + JetStream)"
   psql -h 127.0.0.1 -U postgres -d postgres -q -c "DROP DATABASE IF EXISTS rp_bench_notify WITH (FORCE)" -c "CREATE DATABASE rp_bench_notify"
   env -i PATH="$PATH" HOME="$work" RP_DATA_DIR="$work/notify" RP_TELEMETRY__LOG_FILTER=warn \
-    RP_DATABASE__URL=postgres://postgres@127.0.0.1:5432/rp_bench_notify \
+    RP_DATABASE__URL=postgres://postgres@127.0.0.1:5432/rp_bench_notify?sslmode=disable \
     RP_NATS__URL=nats://127.0.0.1:4222 RP_NATS__STREAM=RP_BENCH_NOTIFY RP_NATS__SUBJECT_PREFIX=rp_bench_notify. \
     "$bench" notify --events 1000 --out "$results/notify.json" >/dev/null
   python3 - "$results/notify.json" <<'PY' >>"$results/summary.md"

@@ -440,7 +440,7 @@ impl ReleaseService for ReleaseGrpc {
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
         self.caller(&request).await?;
         let body = request.into_inner();
-        let (rows, next) = self
+        let (rows, next, app) = self
             .core
             .list_releases(
                 &body.app,
@@ -448,7 +448,6 @@ impl ReleaseService for ReleaseGrpc {
                 page_token(&body.page_token)?,
             )
             .await?;
-        let app = self.core.get_app(&body.app).await?.name;
         Ok(Response::new(pb::ListReleasesResponse {
             releases: rows.iter().map(|r| release_to_pb(r, app.clone(), &[])).collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),

@@ -85,6 +85,19 @@ pub struct ChannelRef {
     pub id: Uuid,
     pub kind: String,
     pub enabled: bool,
+    /// Attempts per minute (0: unlimited).
+    pub rate_limit_per_minute: i32,
+    /// The receiver asked not to be called before this.
+    pub throttled_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ChannelRef {
+    /// Whether a message due now may go out at once, without the dispatcher's rate-limit count.
+    pub fn sendable_at_once(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.enabled
+            && self.rate_limit_per_minute <= 0
+            && self.throttled_until.is_none_or(|until| until <= now)
+    }
 }
 
 /// Where an event goes: (channel id, index of the rule that sent it there), in rule order.
@@ -148,7 +161,13 @@ mod tests {
     fn channels() -> Vec<ChannelRef> {
         kind::ALL
             .iter()
-            .map(|k| ChannelRef { id: Uuid::new_v4(), kind: (*k).into(), enabled: true })
+            .map(|k| ChannelRef {
+                id: Uuid::new_v4(),
+                kind: (*k).into(),
+                enabled: true,
+                rate_limit_per_minute: 0,
+                throttled_until: None,
+            })
             .collect()
     }
 
@@ -159,6 +178,25 @@ mod tests {
             .collect();
         kinds.sort();
         kinds
+    }
+
+    #[test]
+    fn only_enabled_unlimited_unthrottled_channels_send_at_once() {
+        let now = chrono::Utc::now();
+        let open = ChannelRef {
+            id: Uuid::new_v4(),
+            kind: "webhook".into(),
+            enabled: true,
+            rate_limit_per_minute: 0,
+            throttled_until: None,
+        };
+        assert!(open.sendable_at_once(now));
+        assert!(!ChannelRef { enabled: false, ..open.clone() }.sendable_at_once(now));
+        assert!(!ChannelRef { rate_limit_per_minute: 30, ..open.clone() }.sendable_at_once(now));
+        let later = now + chrono::Duration::seconds(5);
+        assert!(!ChannelRef { throttled_until: Some(later), ..open.clone() }.sendable_at_once(now));
+        let earlier = now - chrono::Duration::seconds(5);
+        assert!(ChannelRef { throttled_until: Some(earlier), ..open }.sendable_at_once(now));
     }
 
     #[test]

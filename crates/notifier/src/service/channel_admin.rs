@@ -65,15 +65,27 @@ pub struct TestOutcome {
 pub(crate) async fn channel_refs<C: ConnectionTrait>(
     conn: &C,
 ) -> std::result::Result<Vec<ChannelRef>, DbErr> {
-    let rows: Vec<(Uuid, String, bool)> = rows::Entity::find()
+    type Row = (Uuid, String, bool, i32, Option<chrono::DateTime<chrono::Utc>>);
+    let rows: Vec<Row> = rows::Entity::find()
         .select_only()
         .column(rows::Column::Id)
         .column(rows::Column::Kind)
         .column(rows::Column::Enabled)
+        .column(rows::Column::RateLimitPerMinute)
+        .column(rows::Column::ThrottledUntil)
         .into_tuple()
         .all(conn)
         .await?;
-    Ok(rows.into_iter().map(|(id, kind, enabled)| ChannelRef { id, kind, enabled }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(id, kind, enabled, rate_limit_per_minute, throttled_until)| ChannelRef {
+            id,
+            kind,
+            enabled,
+            rate_limit_per_minute,
+            throttled_until,
+        })
+        .collect())
 }
 
 /// Names of the secrets a channel has (values never leave the notifier).

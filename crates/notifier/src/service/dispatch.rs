@@ -17,7 +17,7 @@ use sea_orm::{
     QuerySelect,
     sea_query::{Expr, ExprTrait as _},
 };
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::{NotifierCore, escalate::steps_of, item_status, status};
@@ -64,7 +64,7 @@ enum Outcome {
 }
 
 pub async fn run(core: Arc<NotifierCore>, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(core.settings.max_in_flight));
+    let slots = core.slots.clone();
     let mut in_flight: JoinSet<()> = JoinSet::new();
     let idle = core.settings.dispatch_interval;
     loop {
@@ -100,7 +100,12 @@ pub async fn run(core: Arc<NotifierCore>, shutdown: CancellationToken) {
     }
     // Let attempts in flight record their answers; a lease covers any that cannot.
     let grace = core.settings.request_timeout + Duration::from_secs(1);
-    let _ = tokio::time::timeout(grace, async { while in_flight.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(grace, async {
+        while in_flight.join_next().await.is_some() {}
+        // Attempts the consumer started hold slots too.
+        let _ = slots.acquire_many(core.settings.max_in_flight as u32).await;
+    })
+    .await;
 }
 
 fn due_condition(now: DateTime<Utc>) -> Condition {
@@ -242,7 +247,7 @@ impl NotifierCore {
 
     /// Logs the start of an attempt (claimed just now); an earlier attempt still "sending" was
     /// abandoned by a replica that stopped.
-    async fn log_attempt_start<C: ConnectionTrait>(
+    pub(super) async fn log_attempt_start<C: ConnectionTrait>(
         &self,
         conn: &C,
         delivery: &deliveries::Model,
@@ -281,7 +286,7 @@ impl NotifierCore {
     }
 
     /// Makes one attempt of a claimed delivery and records it.
-    async fn attempt(&self, delivery: deliveries::Model, attempt_id: Uuid) {
+    pub(super) async fn attempt(&self, delivery: deliveries::Model, attempt_id: Uuid) {
         if let Err(err) = self.try_attempt(&delivery, attempt_id).await {
             // The lease expires and the attempt is made again.
             tracing::warn!(delivery = %delivery.id, error = %err, "delivery attempt not recorded");

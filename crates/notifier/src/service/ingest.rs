@@ -10,7 +10,7 @@ use rp_events::{ConsumerSpec, Event, inbox};
 use rp_runtime::CancellationToken;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, TryIntoModel as _,
     sea_query::{Expr, ExprTrait as _},
 };
 use uuid::Uuid;
@@ -30,6 +30,10 @@ pub(crate) const CONSUMER: &str = "notifier";
 /// Events handled at once. One at a time, each event's transaction (several round trips and a
 /// commit) capped the notifier below 250 events/s on PostgreSQL.
 const LANES: usize = 8;
+
+/// Attempts in flight above which a new message waits for the dispatcher instead of being sent
+/// by the consumer at once.
+const AT_ONCE_MAX_IN_FLIGHT: usize = LANES;
 
 /// What orders events: those about the same deployment (or incident) are handled one after
 /// another; grouping and suppression tolerate any order across different ones.
@@ -55,6 +59,21 @@ pub async fn run(core: Arc<NotifierCore>, shutdown: CancellationToken) {
         shutdown,
     )
     .await;
+}
+
+/// A channel an event is routed to, under a rule.
+struct Target<'a> {
+    channel_id: Uuid,
+    rule: &'a Rule,
+    /// Enabled, not rate-limited nor throttled: a message due now may be sent at once.
+    sendable_at_once: bool,
+}
+
+/// A delivery the consumer claimed as it queued it, with its attempt and in-flight slot.
+struct ClaimedAtOnce {
+    delivery: deliveries::Model,
+    attempt_id: Uuid,
+    slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// A new item of `event` on a channel.
@@ -135,7 +154,7 @@ pub(crate) fn delivery(
 
 impl NotifierCore {
     /// Handles one event (idempotent by event id).
-    pub(crate) async fn ingest(&self, event: &Event) -> Result<(), DbErr> {
+    pub(crate) async fn ingest(self: &Arc<Self>, event: &Event) -> Result<(), DbErr> {
         let Some(labels) = classify(&event.event_type, &event.subject, &event.data) else {
             return Ok(());
         };
@@ -156,15 +175,31 @@ impl NotifierCore {
         }
         let rules = super::rules::active_rules(&txn).await?;
         let channels = super::channel_admin::channel_refs(&txn).await?;
+        let mut at_once = Vec::new();
+        let mut left_for_dispatcher = !escalated.is_empty() || labels.event_type.starts_with("rp.incident.");
         for (channel_id, index) in routing::route(&rules, &channels, &labels) {
             // An escalation level due at once tells these channels already, with the acknowledge link.
             if escalated.contains(&channel_id) {
                 continue;
             }
-            self.queue(&txn, event, &labels, &cloudevent, channel_id, &rules[index], now).await?;
+            let sendable = channels.iter().any(|c| c.id == channel_id && c.sendable_at_once(now));
+            let target = Target { channel_id, rule: &rules[index], sendable_at_once: sendable };
+            match self.queue(&txn, event, &labels, &cloudevent, target, now).await? {
+                Some(claimed) => at_once.push(claimed),
+                None => left_for_dispatcher = true,
+            }
         }
         self.commit(txn).await?;
-        self.wake.notify_one();
+        for claimed in at_once {
+            let core = self.clone();
+            tokio::spawn(async move {
+                core.attempt(claimed.delivery, claimed.attempt_id).await;
+                drop(claimed.slot);
+            });
+        }
+        if left_for_dispatcher {
+            self.wake.notify_one();
+        }
         if !escalated.is_empty() || labels.event_type.starts_with("rp.incident.") {
             self.escalations_changed.notify_one();
         }
@@ -225,18 +260,19 @@ impl NotifierCore {
         Ok(())
     }
 
-    /// Puts `event` on `channel_id` under `rule`: a duplicate, suppressed, or into its group.
-    #[allow(clippy::too_many_arguments)]
+    /// Puts `event` on a channel under its rule: a duplicate, suppressed, or into its group.
+    /// A new message due at once is claimed here, in the same transaction (the dispatcher's
+    /// claim pass is off the critical path), and returned to be sent after the commit.
     async fn queue<C: ConnectionTrait>(
         &self,
         conn: &C,
         event: &Event,
         labels: &Labels,
         cloudevent: &str,
-        channel_id: Uuid,
-        rule: &Rule,
+        target: Target<'_>,
         now: DateTime<Utc>,
-    ) -> Result<(), DbErr> {
+    ) -> Result<Option<ClaimedAtOnce>, DbErr> {
+        let Target { channel_id, rule, sendable_at_once } = target;
         let dedup_key = grouping::dedup_key(labels, &event.data);
         let mut row = item(event, labels, cloudevent, channel_id, rule.id, dedup_key.clone(), now);
         let repeat = rule.repeat_interval();
@@ -254,7 +290,7 @@ impl NotifierCore {
                 earlier.event_id
             ));
             items::Entity::insert(row).exec_without_returning(conn).await?;
-            return Ok(());
+            return Ok(None);
         }
         let suppressors = grouping::suppressed_by(&labels.event_type);
         if !suppressors.is_empty() && !labels.deployment_id.is_empty() {
@@ -267,7 +303,7 @@ impl NotifierCore {
                 row.status = Set(item_status::SUPPRESSED.into());
                 row.reason = Set(format!("superseded by {} ({})", later.event_type, later.event_id));
                 items::Entity::insert(row).exec_without_returning(conn).await?;
-                return Ok(());
+                return Ok(None);
             }
         }
         let group_key = grouping::group_key(&rule.group_by(), labels);
@@ -305,18 +341,37 @@ impl NotifierCore {
                 }
             }
         }
+        let mut claimed = None;
         let delivery_id = match joined {
             Some(id) => id,
             None => {
                 let id = Uuid::now_v7();
-                let row =
+                let mut new =
                     delivery(id, event, labels, channel_id, rule.id, group_key, status::GROUPING, due, now);
-                deliveries::Entity::insert(row).exec_without_returning(conn).await?;
+                // Only while few attempts are in flight: under a burst the dispatcher's batched
+                // claims cost the database less than one claim per event.
+                let busy =
+                    self.settings.max_in_flight - self.slots.available_permits() >= AT_ONCE_MAX_IN_FLIGHT;
+                let slot = (sendable_at_once && due <= now && !busy)
+                    .then(|| self.slots.clone().try_acquire_owned().ok())
+                    .flatten();
+                if let Some(slot) = slot {
+                    new.status = Set(status::SENDING.into());
+                    new.attempts = Set(1);
+                    new.lease_holder = Set(Some(self.replica.clone()));
+                    new.lease_expires_at = Set(Some(now + super::chrono_duration(self.settings.lease)));
+                    let model = new.clone().try_into_model()?;
+                    deliveries::Entity::insert(new).exec_without_returning(conn).await?;
+                    let attempt_id = self.log_attempt_start(conn, &model, false, now).await?;
+                    claimed = Some(ClaimedAtOnce { delivery: model, attempt_id, slot });
+                } else {
+                    deliveries::Entity::insert(new).exec_without_returning(conn).await?;
+                }
                 id
             }
         };
         row.delivery_id = Set(Some(delivery_id));
         items::Entity::insert(row).exec_without_returning(conn).await?;
-        Ok(())
+        Ok(claimed)
     }
 }

@@ -136,6 +136,9 @@ pub struct NotifierCore {
     pub(crate) replica: String,
     /// Wakes the dispatcher (new due work in this process).
     pub(crate) wake: Notify,
+    /// Attempts in flight (`notifier.max_in_flight`), whether the dispatcher claimed them or the
+    /// consumer did as it queued them.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
     /// Wakes the escalator.
     pub(crate) escalations_changed: Notify,
     /// Base of acknowledge links, without the trailing slash.
@@ -178,14 +181,15 @@ impl NotifierCore {
             outbox,
             bus,
             dashboard_url: config.gateway.public_url.trim_end_matches('/').to_owned(),
-            settings,
             key,
             senders,
             replica: format!("notifier-{}", Uuid::now_v7()),
             wake: Notify::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
             escalations_changed: Notify::new(),
             ack_base,
             config,
+            settings,
         }))
     }
 

@@ -4,7 +4,10 @@ use rp_identity::Principal;
 use rp_proto::events::v1 as ev;
 use rp_runtime::{ServiceError as E, ServiceResult as Result};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait as _, Query},
 };
 use semver::Version;
 use serde_json::json;
@@ -208,29 +211,53 @@ impl ReleaseCore {
         Ok((release, app))
     }
 
-    /// Newest first.
+    /// Newest first, with the app's name. One query in the usual case (the app named in a
+    /// subquery); the app row is read only to tell "no such app" from an empty page, or for
+    /// its name when it was asked for by id.
     pub async fn list_releases(
         &self,
         app: &str,
         page_size: u64,
         before: Option<Uuid>,
-    ) -> Result<(Vec<releases::Model>, Option<Uuid>)> {
-        let app = self.find_app(&self.db.conn, app).await?;
+    ) -> Result<(Vec<releases::Model>, Option<Uuid>, String)> {
+        let by_id = Uuid::parse_str(app).ok();
+        let app_filter = match by_id {
+            Some(id) => releases::Column::AppId.eq(id),
+            None => {
+                if rp_runtime::validate::slug("app", app).is_err() {
+                    return Err(E::NotFound(format!("app {app:?} not found")));
+                }
+                let named = Query::select()
+                    .column(apps::Column::Id)
+                    .from(apps::Entity)
+                    .and_where(apps::Column::Name.eq(app))
+                    .to_owned();
+                // `= (scalar subquery)`: PostgreSQL runs it once (an InitPlan) and walks the
+                // primary key backwards, where `IN (…)` was planned as a join.
+                Expr::col((releases::Entity, releases::Column::AppId))
+                    .eq(Expr::SubQuery(None, Box::new(named.into())))
+            }
+        };
         let mut query = releases::Entity::find()
-            .filter(releases::Column::AppId.eq(app.id))
+            .filter(app_filter)
             .order_by_desc(releases::Column::Id)
             .limit(page_size + 1);
         if let Some(before) = before {
             query = query.filter(releases::Column::Id.lt(before));
         }
         let mut rows = query.all(&self.db.conn).await?;
+        let name = if rows.is_empty() || by_id.is_some() {
+            self.find_app(&self.db.conn, app).await?.name
+        } else {
+            app.to_owned()
+        };
         let next = if rows.len() as u64 > page_size {
             rows.truncate(page_size as usize);
             rows.last().map(|r| r.id)
         } else {
             None
         };
-        Ok((rows, next))
+        Ok((rows, next, name))
     }
 
     /// The latest result of each check of a release.

@@ -88,6 +88,28 @@ async fn the_release_service_verifies_tokens_itself_and_refuses_every_forgery() 
 }
 
 #[tokio::test]
+async fn a_verified_token_is_refused_once_it_expires_although_verifications_are_cached() {
+    let stack = stack().await;
+    let (kid, key) = stack.signing_key().await;
+    let short_lived = sign(&kid, &key, &stack.claims(1));
+    assert!(stack.list_apps(&short_lived).await.is_ok(), "valid at first (and now cached)");
+    assert!(stack.list_apps(&short_lived).await.is_ok(), "valid again, from the cache");
+    // Expiry plus the configured leeway (5 s), with room for a slow machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let refused = loop {
+        match stack.list_apps(&short_lived).await {
+            Err(status) => break status,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Ok(_) => panic!("an expired token still passes 15 s after it expired"),
+        }
+    };
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("expired"), "{}", refused.message());
+}
+
+#[tokio::test]
 async fn after_a_key_rotation_old_and_new_tokens_both_pass_without_a_restart() {
     let stack = stack().await;
     let before = stack.admin().await;
