@@ -1,9 +1,10 @@
 //! `notify`: the notifier's latency benchmark. Deployment events (`rp.deployment.succeeded`, what
-//! the release service publishes when a deployment succeeds) published on the bus, delivered
-//! through a signed webhook channel to a local receiver. Phase one paces `events` events (200/s) and
-//! measures each one's publish → receiver latency (p50/p90/p99), after a warm-up second at
-//! the same pace; phase two publishes `events`
-//! more as fast as the bus takes them and measures sustained deliveries per second.
+//! the release service publishes when a deployment succeeds) committed through a transactional
+//! outbox, as the release service commits a state change, relayed to the bus and delivered
+//! through a signed webhook channel to a local receiver. Phase one paces `events` events (200/s)
+//! and measures each one's commit → receiver latency (p50/p90/p99), after a warm-up second at
+//! the same pace; phase two commits `events` more, 16 at a time, and measures sustained
+//! deliveries per second.
 
 use std::{
     collections::HashMap,
@@ -92,6 +93,33 @@ async fn wait_for(arrivals: &Arrivals, ids: &[String], deadline: Instant) -> usi
     }
 }
 
+/// The schema of the service whose state changes: only the outbox, as in every service.
+struct SourceMigrator;
+
+#[async_trait::async_trait]
+impl sea_orm_migration::MigratorTrait for SourceMigrator {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        vec![Box::new(rp_events::outbox::migration::Migration)]
+    }
+}
+
+/// Where events come from: a state change committed with its event in the outbox, the relay
+/// publishing it (what the release service does).
+struct Source {
+    db: rp_db::Database,
+    outbox: rp_events::outbox::Outbox,
+}
+
+impl Source {
+    async fn commit(&self, event: &Event) -> anyhow::Result<()> {
+        let txn = self.db.begin_write().await?;
+        rp_events::outbox::enqueue(&txn, event).await?;
+        txn.commit().await?;
+        self.outbox.wake();
+        Ok(())
+    }
+}
+
 /// Runs the benchmark against the backend the configuration (`RP_…`) names: JetStream and
 /// PostgreSQL when set, else SQLite under `data_dir` and the in-process bus.
 pub async fn run(events: usize, out: &std::path::Path) -> anyhow::Result<()> {
@@ -119,11 +147,17 @@ async fn measure_backend(mut config: Config, events: usize) -> anyhow::Result<se
 
     let bus = rp_events::connect(&config.nats).await?;
     let database = if config.is_distributed_db() { "postgres" } else { "sqlite" };
+    let source_db = rp_db::connect(&config, "bench_source").await?;
+    source_db.migrate::<SourceMigrator>().await?;
+    let outbox = rp_events::outbox::Outbox::new(source_db.clone());
+    let relay = outbox.spawn_relay(bus.clone(), config.outbox.clone(), shutdown.clone());
+    let source = Source { db: source_db, outbox };
     let listeners = Listeners::bind(any, any).await?;
     let service = rp_notifier::start(Arc::new(config), bus.clone(), listeners, shutdown.clone()).await?;
-    let result = measure(&service, &internal, receiver_addr, &bus, &arrivals, events).await;
+    let result = measure(&service, &internal, receiver_addr, &source, &arrivals, events).await;
     shutdown.cancel();
     let _ = service.task.await;
+    let _ = relay.await;
     let mut report = result?;
     report["backend"] = json!({"bus": bus.kind(), "database": database});
     Ok(report)
@@ -133,7 +167,7 @@ async fn measure(
     service: &rp_runtime::RunningService,
     internal: &str,
     receiver: SocketAddr,
-    bus: &rp_events::SharedBus,
+    source: &Source,
     arrivals: &Arrivals,
     events: usize,
 ) -> anyhow::Result<serde_json::Value> {
@@ -171,7 +205,7 @@ async fn measure(
     let warm_deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let event = deployment_event(0);
-        bus.publish(&event).await?;
+        source.commit(&event).await?;
         if wait_for(arrivals, &[event.id.to_string()], Instant::now() + Duration::from_secs(1)).await == 1 {
             break;
         }
@@ -185,7 +219,7 @@ async fn measure(
     for n in 0..WARM_UP_EVENTS {
         pace.tick().await;
         let event = deployment_event(n);
-        bus.publish(&event).await?;
+        source.commit(&event).await?;
         warm.push(event.id.to_string());
     }
     let warmed = wait_for(arrivals, &warm, Instant::now() + Duration::from_secs(60)).await;
@@ -198,7 +232,7 @@ async fn measure(
         pace.tick().await;
         let event = deployment_event(n);
         let at = Instant::now();
-        bus.publish(&event).await?;
+        source.commit(&event).await?;
         sent.push((event.id.to_string(), at));
     }
     let ids: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
@@ -214,13 +248,13 @@ async fn measure(
     latencies.sort_by(f64::total_cmp);
     let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
 
-    // Phase 2: as fast as the bus takes them (64 publishes in flight, so the publisher is not
-    // what limits it); sustained deliveries per second.
+    // Phase 2: state changes committed as fast as the database takes them (16 at once, so the
+    // source is not what limits it); sustained deliveries per second.
     let started = Instant::now();
     let burst_events: Vec<Event> = (0..events).map(deployment_event).collect();
     let burst: Vec<String> = burst_events.iter().map(|e| e.id.to_string()).collect();
-    futures::stream::iter(burst_events.iter().map(|event| bus.publish(event)))
-        .buffer_unordered(64)
+    futures::stream::iter(burst_events.iter().map(|event| source.commit(event)))
+        .buffer_unordered(16)
         .try_collect::<Vec<()>>()
         .await?;
     let published_in = started.elapsed();
