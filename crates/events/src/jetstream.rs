@@ -94,6 +94,21 @@ impl JetStreamBus {
             .map(|_| ())
     }
 
+    /// Hands `event` to the connection; the returned future resolves when the stream stored it.
+    async fn send(&self, event: &Event) -> Result<jetstream::context::PublishAckFuture, BusError> {
+        self.ensure_stream().await?;
+        let payload = Bytes::from(serde_json::to_vec(&event.data).map_err(|e| publish_failed(event, e))?);
+        self.context
+            .send_publish(
+                self.nats_subject(&event.event_type),
+                jetstream::message::PublishMessage::build()
+                    .payload(payload)
+                    .headers(Self::encode_headers(event)),
+            )
+            .await
+            .map_err(|e| publish_failed(event, e))
+    }
+
     fn nats_subject(&self, event_type: &str) -> String {
         format!("{}{}", self.subject_prefix, event_type)
     }
@@ -141,21 +156,34 @@ impl JetStreamBus {
 #[async_trait]
 impl EventBus for JetStreamBus {
     async fn publish(&self, event: &Event) -> Result<(), BusError> {
-        let failed = |reason: String| BusError::Publish { event_type: event.event_type.clone(), reason };
-        self.ensure_stream().await?;
-        let payload = Bytes::from(serde_json::to_vec(&event.data).map_err(|e| failed(e.to_string()))?);
-        let ack = self
-            .context
-            .send_publish(
-                self.nats_subject(&event.event_type),
-                jetstream::message::PublishMessage::build()
-                    .payload(payload)
-                    .headers(Self::encode_headers(event)),
-            )
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        ack.await.map_err(|e| failed(e.to_string()))?;
+        self.send(event).await?.await.map_err(|e| publish_failed(event, e))?;
         Ok(())
+    }
+
+    /// Sends every event before waiting for the first acknowledgement: one connection keeps them
+    /// in order, and the batch costs about one round trip. Should one fail, the ones after it may
+    /// be stored too; the relay publishes them again with the same ids, which the stream drops
+    /// as duplicates.
+    async fn publish_in_order(&self, events: &[Event]) -> (usize, Option<BusError>) {
+        let mut acks = Vec::with_capacity(events.len());
+        let mut send_error = None;
+        for event in events {
+            match self.send(event).await {
+                Ok(ack) => acks.push(ack),
+                Err(err) => {
+                    send_error = Some(err);
+                    break;
+                }
+            }
+        }
+        let mut confirmed = 0;
+        for (event, ack) in events.iter().zip(acks) {
+            if let Err(err) = ack.await {
+                return (confirmed, Some(publish_failed(event, err)));
+            }
+            confirmed += 1;
+        }
+        (confirmed, send_error)
     }
 
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Subscription, BusError> {
@@ -241,6 +269,10 @@ impl EventBus for JetStreamBus {
             (topic, message.payload)
         })))
     }
+}
+
+fn publish_failed(event: &Event, reason: impl std::fmt::Display) -> BusError {
+    BusError::Publish { event_type: event.event_type.clone(), reason: reason.to_string() }
 }
 
 impl JetStreamBus {

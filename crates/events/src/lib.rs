@@ -125,6 +125,18 @@ pub trait EventBus: Send + Sync + 'static {
     /// de-duplication window stores it once.
     async fn publish(&self, event: &Event) -> Result<(), BusError>;
 
+    /// Publishes `events` in order and returns how many, from the first, the bus confirmed,
+    /// with the error that stopped it. A bus may keep several publishes in flight at once (the
+    /// relay's batch then costs one round trip, not one per event).
+    async fn publish_in_order(&self, events: &[Event]) -> (usize, Option<BusError>) {
+        for (index, event) in events.iter().enumerate() {
+            if let Err(err) = self.publish(event).await {
+                return (index, Some(err));
+            }
+        }
+        (events.len(), None)
+    }
+
     async fn subscribe(&self, spec: &ConsumerSpec) -> Result<Subscription, BusError>;
 
     /// Checks the bus answers; returns the round-trip time.

@@ -52,7 +52,7 @@ impl MigrationTrait for CreateWidgets {
 }
 
 struct Harness {
-    _env: TestEnv,
+    env: TestEnv,
     db: Database,
     outbox: Outbox,
     bus: SharedBus,
@@ -71,7 +71,7 @@ async fn harness_with(env: TestEnv, bus: SharedBus) -> Harness {
     let outbox = Outbox::new(db.clone());
     let shutdown = CancellationToken::new();
     outbox.spawn_relay(bus.clone(), env.config.outbox.clone(), shutdown.clone());
-    Harness { _env: env, db, outbox, bus, shutdown }
+    Harness { env, db, outbox, bus, shutdown }
 }
 
 async fn harness() -> Harness {
@@ -147,6 +147,26 @@ async fn committed_event_is_published_exactly_once_and_rolled_back_never() {
     assert_eq!(row_count.try_get::<i64>("", "n").unwrap(), 2, "the rolled-back widget is gone too");
     eventually(WAIT, "outbox drained", || async { (h.outbox.pending().await.unwrap() == 0).then_some(()) })
         .await;
+}
+
+#[tokio::test]
+async fn a_transaction_of_many_events_arrives_in_commit_order_once_each() {
+    let h = harness().await;
+    let mut subscription = h.bus.subscribe(&ConsumerSpec::new("it-batch", "rp.widget.>")).await.unwrap();
+    // More than one relay batch, all committed together: the relay keeps several publishes in
+    // flight and must still deliver them in order.
+    let batch = h.env.config.outbox.batch_size as usize * 2 + 3;
+    let events: Vec<Event> = (0..batch).map(|n| widget_event(&format!("w{n}"))).collect();
+    let txn = h.db.begin_write().await.unwrap();
+    for event in &events {
+        outbox::enqueue(&txn, event).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    h.outbox.wake();
+    let marker = write_widget(&h, "marker", true).await;
+    let seen = collect_until(&mut subscription, "marker").await;
+    let expected: Vec<_> = events.iter().map(|e| e.id).chain([marker.id]).collect();
+    assert_eq!(seen.iter().map(|e| e.id).collect::<Vec<_>>(), expected);
 }
 
 #[tokio::test]
