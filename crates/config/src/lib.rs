@@ -539,6 +539,8 @@ pub struct RouterConfig {
     pub upstream_max_idle_per_host: usize,
     /// Speak HTTP/2 (prior knowledge, h2c) to upstreams instead of HTTP/1.1.
     pub upstream_http2: bool,
+    /// Threads serving proxied connections, each with its own upstream pool (0 = one per CPU).
+    pub proxy_threads: usize,
 }
 
 impl Default for RouterConfig {
@@ -560,6 +562,7 @@ impl Default for RouterConfig {
             upstream_idle_timeout_secs: 90,
             upstream_max_idle_per_host: 256,
             upstream_http2: false,
+            proxy_threads: 0,
         }
     }
 }

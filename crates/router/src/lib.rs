@@ -40,19 +40,29 @@ pub async fn start(
     let settings = &config.router;
     let router_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let routes = Arc::new(Routes::default());
-    let proxy = Arc::new(proxy::Proxy::new(
-        routes.clone(),
-        proxy::ProxySettings {
-            balancing: table::Balancing::parse(&settings.balancing),
-            sticky_cookie: settings.sticky_cookie.clone(),
-            passive_failure_threshold: settings.passive_failure_threshold.max(1),
-            ejection: Duration::from_secs(settings.ejection_secs),
-            upstream_timeout: Duration::from_secs(settings.upstream_timeout_secs),
-        },
-        Duration::from_secs(settings.upstream_idle_timeout_secs),
-        settings.upstream_max_idle_per_host,
-        settings.upstream_http2,
-    ));
+    // One proxy (and upstream pool) per proxy thread; see `proxy::serve`.
+    let threads = match settings.proxy_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let proxy_settings = proxy::ProxySettings {
+        balancing: table::Balancing::parse(&settings.balancing),
+        sticky_cookie: settings.sticky_cookie.clone(),
+        passive_failure_threshold: settings.passive_failure_threshold.max(1),
+        ejection: Duration::from_secs(settings.ejection_secs),
+        upstream_timeout: Duration::from_secs(settings.upstream_timeout_secs),
+    };
+    let proxies: Vec<Arc<proxy::Proxy>> = (0..threads)
+        .map(|_| {
+            Arc::new(proxy::Proxy::new(
+                routes.clone(),
+                proxy_settings.clone(),
+                Duration::from_secs(settings.upstream_idle_timeout_secs),
+                settings.upstream_max_idle_per_host,
+                settings.upstream_http2,
+            ))
+        })
+        .collect();
 
     let loaded = Arc::new(AtomicBool::new(false));
     let health = Health::new("router");
@@ -108,7 +118,7 @@ pub async fn start(
         ));
         health.set_ready(true);
         tracing::info!(service = "router", proxy = %primary_addr, admin = %admin_addr, "service started");
-        proxy::serve(listeners.primary, proxy, shutdown.clone()).await;
+        proxy::serve(listeners.primary, proxies, shutdown.clone()).await;
         health.set_ready(false);
         for task in [source, checks, samples] {
             let _ = task.await;

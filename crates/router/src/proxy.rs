@@ -5,10 +5,7 @@
 use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -331,10 +328,38 @@ impl Proxy {
     }
 }
 
-/// Accepts connections until `shutdown`, serving HTTP/1.1 and HTTP/2 on each.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: CancellationToken) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let connections = Arc::new(AtomicUsize::new(0));
+/// Accepts connections until `shutdown` and hands them round-robin to one thread per proxy,
+/// each serving HTTP/1.1 and HTTP/2 on its own single-threaded runtime.
+///
+/// Why not the shared work-stealing runtime: a proxied request crosses two connections, and
+/// with hyper's pooled client the upstream connection is driven by a task of its own. On a
+/// work-stealing runtime the two tasks land on different threads, so every request pays for
+/// cross-thread wake-ups. Here a connection, its requests and the upstream connections they
+/// use stay on one thread (each proxy has its own pool), the way nginx's workers run.
+pub async fn serve(listener: TcpListener, proxies: Vec<Arc<Proxy>>, shutdown: CancellationToken) {
+    let mut workers = Vec::with_capacity(proxies.len());
+    let mut finished = Vec::with_capacity(proxies.len());
+    for (index, proxy) in proxies.into_iter().enumerate() {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (done, done_receiver) = tokio::sync::oneshot::channel();
+        let shutdown = shutdown.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("rp-proxy-{index}"))
+            .spawn(move || serve_on_this_thread(proxy, receiver, shutdown, done));
+        match spawned {
+            Ok(_) => {
+                workers.push(sender);
+                finished.push(done_receiver);
+            }
+            Err(err) => tracing::error!(error = %err, "could not start a proxy thread"),
+        }
+    }
+    if workers.is_empty() {
+        tracing::error!("no proxy thread could start; the router serves nothing");
+        shutdown.cancelled().await;
+        return;
+    }
+    let mut next = 0;
     loop {
         let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -348,23 +373,56 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: Cancellat
             },
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, peer.ip()).await) }
-        });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
-        let count = connections.clone();
-        count.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let _ = connection.await;
-            count.fetch_sub(1, Ordering::Relaxed);
-        });
+        // Moved between runtimes as a std socket: it is registered again on the worker's.
+        let Ok(stream) = stream.into_std() else { continue };
+        let _ = workers[next % workers.len()].send((stream, peer));
+        next = next.wrapping_add(1);
     }
-    // Let in-flight requests finish (bounded by the process grace period).
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    drop(workers);
+    // Each thread lets its in-flight requests finish (bounded by the process grace period).
+    for done in finished {
+        let _ = done.await;
+    }
+}
+
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+fn serve_on_this_thread(
+    proxy: Arc<Proxy>,
+    mut connections: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
+    shutdown: CancellationToken,
+    done: tokio::sync::oneshot::Sender<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!(error = %err, "could not start a proxy thread's runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = connections.recv() => match next {
+                    Some(accepted) => accepted,
+                    None => break,
+                },
+            };
+            let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
+            let proxy = proxy.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, peer.ip()).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            tokio::spawn(graceful.watch(connection));
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    });
+    let _ = done.send(());
 }
 
 #[cfg(test)]
