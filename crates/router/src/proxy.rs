@@ -11,7 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header, uri::PathAndQuery};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::{
@@ -174,12 +174,12 @@ impl Proxy {
 
     /// Chooses a track: the header, then the sticky cookie while both versions take traffic,
     /// then the weight. Falls back to the other track when the chosen one has no upstream left.
-    fn choose<'a>(
-        &self,
-        route: &'a Route,
-        headers: &HeaderMap,
-        cookie_name: &str,
-    ) -> Option<(Track, &'a Arc<Pool>, bool)> {
+    /// The sticky cookie of `route`'s app: `<router.sticky_cookie>_<app>`.
+    fn cookie_name(&self, route: &Route) -> String {
+        format!("{}_{}", self.settings.sticky_cookie, route.app)
+    }
+
+    fn choose<'a>(&self, route: &'a Route, headers: &HeaderMap) -> Option<(Track, &'a Arc<Pool>, bool)> {
         let now = now_ms();
         let weight = route.canary_weight;
         let split = route.stable.is_some() && route.canary.is_some() && weight > 0 && weight < 100;
@@ -188,7 +188,8 @@ impl Proxy {
             "stable" => Some(Track::Stable),
             _ => None,
         });
-        let sticky = if split { cookie(headers, cookie_name) } else { None };
+        // The cookie is only looked for while both versions take traffic.
+        let sticky = if split { cookie(headers, &self.cookie_name(route)) } else { None };
         let mut new_cookie = false;
         let wanted = match (forced, sticky) {
             (Some(track), _) => track,
@@ -231,18 +232,17 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let table = self.routes.snapshot();
-        let host = request
+        // A header value is a cheap handle (shared bytes); a String would be one more allocation.
+        let host_value = request
             .headers()
             .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| request.uri().host())
-            .unwrap_or_default()
-            .to_owned();
-        let Some(route) = table.find(&host, request.uri().path()).cloned() else {
+            .cloned()
+            .or_else(|| request.uri().host().and_then(|host| HeaderValue::from_str(host).ok()));
+        let host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let Some(route) = table.find(host, request.uri().path()).cloned() else {
             return plain(StatusCode::NOT_FOUND, "no route for this host and path\n");
         };
-        let cookie_name = format!("{}_{}", self.settings.sticky_cookie, route.app);
-        let Some((track, pool, set_cookie)) = self.choose(&route, request.headers(), &cookie_name) else {
+        let Some((track, pool, set_cookie)) = self.choose(&route, request.headers()) else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n");
         };
         let pool = pool.clone();
@@ -251,10 +251,17 @@ impl Proxy {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n");
         };
 
-        let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let uri = match format!("http://{}{path}", upstream.address).parse::<http::Uri>() {
-            Ok(uri) => uri,
-            Err(_) => return plain(StatusCode::BAD_REQUEST, "invalid request target\n"),
+        let Some(authority) = upstream.authority.clone() else {
+            pool.stats.record(502, started.elapsed());
+            return plain(StatusCode::BAD_GATEWAY, "invalid upstream address\n");
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(authority);
+        parts.path_and_query =
+            Some(request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+        let Ok(uri) = http::Uri::from_parts(parts) else {
+            return plain(StatusCode::BAD_REQUEST, "invalid request target\n");
         };
         *request.uri_mut() = uri;
         *request.version_mut() = http::Version::HTTP_11;
@@ -268,7 +275,7 @@ impl Proxy {
             headers.insert("x-forwarded-for", value);
         }
         headers.entry("x-forwarded-proto").or_insert(HeaderValue::from_static("http"));
-        if let Ok(value) = HeaderValue::from_str(&host) {
+        if let Some(value) = host_value {
             headers.entry("x-forwarded-host").or_insert(value);
         }
 
@@ -302,12 +309,15 @@ impl Proxy {
         };
         let headers = response.headers_mut();
         strip_hop_by_hop(headers);
-        if let Ok(value) = HeaderValue::from_str(&pool.version) {
-            headers.insert(VERSION_HEADER, value);
+        if let Some(value) = &pool.version_header {
+            headers.insert(VERSION_HEADER, value.clone());
         }
         if set_cookie {
-            let value =
-                format!("{cookie_name}={}; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax", track.as_str());
+            let value = format!(
+                "{}={}; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax",
+                self.cookie_name(&route),
+                track.as_str()
+            );
             if let Ok(value) = HeaderValue::from_str(&value) {
                 headers.append(header::SET_COOKIE, value);
             }

@@ -19,6 +19,8 @@ use crate::stats::VersionStats;
 #[derive(Debug)]
 pub struct Upstream {
     pub address: String,
+    /// `address` parsed once, for request URIs (None when it is no valid authority).
+    pub authority: Option<http::uri::Authority>,
     pub weight: u32,
     /// Active checks: false after `unhealthy_threshold` consecutive failures.
     pub healthy: AtomicBool,
@@ -37,6 +39,7 @@ impl Upstream {
             None => (spec.trim().to_owned(), 1),
         };
         Self {
+            authority: address.parse().ok(),
             address,
             weight,
             healthy: AtomicBool::new(true),
@@ -75,46 +78,46 @@ impl Balancing {
 #[derive(Debug)]
 pub struct Pool {
     pub version: String,
+    /// `version` as the response header value, made once.
+    pub version_header: Option<http::HeaderValue>,
     pub upstreams: Vec<Arc<Upstream>>,
     next: AtomicUsize,
     pub stats: Arc<VersionStats>,
 }
 
 impl Pool {
-    /// An available upstream, or `None` when all are out.
+    /// An available upstream, or `None` when all are out. Allocation-free: it runs on every
+    /// proxied request.
     pub fn pick(&self, balancing: Balancing, now_ms: u64) -> Option<Arc<Upstream>> {
-        let available: Vec<&Arc<Upstream>> = self.upstreams.iter().filter(|u| u.available(now_ms)).collect();
-        if available.is_empty() {
+        let available = || self.upstreams.iter().filter(move |u| u.available(now_ms));
+        let count = available().count();
+        if count == 0 {
             return None;
         }
         let chosen = match balancing {
-            Balancing::RoundRobin => available[self.next.fetch_add(1, Ordering::Relaxed) % available.len()],
+            Balancing::RoundRobin => available().nth(self.next.fetch_add(1, Ordering::Relaxed) % count),
             Balancing::LeastConnections => {
                 // Ties rotate so equal upstreams share the load.
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..available.len())
-                    .map(|i| available[(start + i) % available.len()])
+                let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
+                available()
+                    .skip(start)
+                    .chain(available().take(start))
                     .min_by_key(|u| u.in_flight.load(Ordering::Relaxed))
-                    .expect("not empty")
             }
             Balancing::Weighted => {
-                let total: u32 = available.iter().map(|u| u.weight).sum();
+                let total: u32 = available().map(|u| u.weight).sum();
                 let mut point = rand::random::<u32>() % total.max(1);
-                available
-                    .iter()
-                    .find(|u| {
-                        if point < u.weight {
-                            true
-                        } else {
-                            point -= u.weight;
-                            false
-                        }
-                    })
-                    .copied()
-                    .unwrap_or(available[0])
+                available().find(|u| {
+                    if point < u.weight {
+                        true
+                    } else {
+                        point -= u.weight;
+                        false
+                    }
+                })
             }
         };
-        Some(chosen.clone())
+        chosen.cloned()
     }
 
     pub fn has_available(&self, now_ms: u64) -> bool {
@@ -229,6 +232,7 @@ impl Routes {
                         .clone();
                     Some(Arc::new(Pool {
                         version: version.to_owned(),
+                        version_header: http::HeaderValue::from_str(version).ok(),
                         upstreams: members,
                         next: AtomicUsize::new(0),
                         stats: version_stats,
