@@ -126,7 +126,48 @@ pub fn metrics_handle() -> PrometheusHandle {
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
             metric_names::describe_all();
+            spawn_upkeep(handle.clone(), UPKEEP_INTERVAL);
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until upkeep (or a scrape) folds it into the
+/// buckets: without a Prometheus scraping `/metrics`, memory grew with every request served (the
+/// router alone records one sample per proxied request). `install_recorder` leaves upkeep to the
+/// caller. A plain thread, so it runs whatever runtime (or none) the process has.
+fn spawn_upkeep(handle: PrometheusHandle, every: std::time::Duration) {
+    let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(every);
+            handle.run_upkeep();
+        }
+    });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "metrics upkeep thread did not start; histograms fold only when scraped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    /// Upkeep folds pending samples into the buckets without losing any.
+    #[test]
+    fn upkeep_keeps_every_histogram_sample() {
+        let recorder = PrometheusBuilder::new().set_buckets(&[0.1, 1.0]).unwrap().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for n in 0..1000 {
+                metrics::histogram!("upkeep_test_seconds").record(if n % 2 == 0 { 0.05 } else { 0.5 });
+            }
+        });
+        handle.run_upkeep();
+        let rendered = handle.render();
+        assert!(rendered.contains("upkeep_test_seconds_count 1000"), "{rendered}");
+        assert!(rendered.contains("upkeep_test_seconds_bucket{le=\"0.1\"} 500"), "{rendered}");
+    }
 }
