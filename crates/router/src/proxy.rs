@@ -172,13 +172,13 @@ impl Proxy {
         Self { routes, client, settings }
     }
 
-    /// Chooses a track: the header, then the sticky cookie while both versions take traffic,
-    /// then the weight. Falls back to the other track when the chosen one has no upstream left.
     /// The sticky cookie of `route`'s app: `<router.sticky_cookie>_<app>`.
     fn cookie_name(&self, route: &Route) -> String {
         format!("{}_{}", self.settings.sticky_cookie, route.app)
     }
 
+    /// Chooses a track: the header, then the sticky cookie while both versions take traffic,
+    /// then the weight. Falls back to the other track when the chosen one has no upstream left.
     fn choose<'a>(&self, route: &'a Route, headers: &HeaderMap) -> Option<(Track, &'a Arc<Pool>, bool)> {
         let now = now_ms();
         let weight = route.canary_weight;
