@@ -29,8 +29,10 @@ struct Watched {
     states: BTreeMap<String, RuleState>,
     /// Per rule: the last stored verdict and when.
     last_recorded: HashMap<String, (Verdict, DateTime<Utc>)>,
-    /// The rule that paused the deployment; no second pause until it is resumed.
-    paused_for: Option<String>,
+    /// The rule that asked for a pause, and when; no second pause until it is resumed, unless
+    /// the first never took effect (the release service refuses to pause a step it is still
+    /// applying, or the call failed): then it is asked again after `PAUSE_RETRY`.
+    paused_for: Option<(String, Instant)>,
     /// Alert rules that alerted during the current breach.
     alerted: HashSet<String>,
     states_changed: bool,
@@ -75,6 +77,8 @@ struct Alerts {
 /// Cached copies (policies, alerts) are refreshed at least this often, for changes made on
 /// another replica whose announcement was lost.
 const REFRESH: Duration = Duration::from_secs(5);
+/// How long a pause that has not shown up in the deployment's phase waits before it is asked again.
+const PAUSE_RETRY: Duration = Duration::from_secs(1);
 
 pub async fn run(core: Arc<RollbackCore>, shutdown: CancellationToken) {
     let settings = &core.config.rollback;
@@ -238,7 +242,7 @@ async fn claim(
             Some(item) => {
                 if item.row.phase == "paused" && row.phase != "paused" {
                     // Someone resumed: the pausing rule's clock starts again.
-                    if let Some(rule) = item.paused_for.take() {
+                    if let Some((rule, _)) = item.paused_for.take() {
                         item.states.remove(&rule);
                         item.states_changed = true;
                     }
@@ -360,11 +364,12 @@ fn evaluate_analysis(
         decisions.push(Decision::Rollback { rule, reason, measurement_ids: ids, first_bad });
         return decisions;
     }
+    let may_pause = item.paused_for.as_ref().is_none_or(|(_, asked)| asked.elapsed() >= PAUSE_RETRY);
     if let Some((rule, reason, id)) = pause.into_iter().next()
-        && item.paused_for.is_none()
+        && may_pause
         && row.phase != "paused"
     {
-        item.paused_for = Some(rule.name.clone());
+        item.paused_for = Some((rule.name.clone(), Instant::now()));
         decisions.push(Decision::Pause { rule, reason, measurement_ids: vec![id] });
     }
     for (rule, reason, id) in alert {

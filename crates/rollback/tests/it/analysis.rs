@@ -464,6 +464,78 @@ async fn prometheus_queries_relative_to_stable_and_http_probes_decide_too() {
     assert!(probe.query.starts_with("GET http://") && probe.query.contains("v=2.0.0"), "{}", probe.query);
 }
 
+/// A pause decided while the release service cannot pause yet (the step is still with its
+/// driver) is not lost: it is asked again and lands once the step holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_refused_while_the_step_is_applied_lands_once_the_step_holds() {
+    let stack = stack().await;
+    let signals = Signals::start().await;
+    *signals.value.lock().unwrap() = 210.0;
+    // An external deployer that accepts each step and reports completion later.
+    let deployer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let deployer_url = format!("http://{}/deploy", deployer.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/deploy", axum::routing::post(|| async { axum::http::StatusCode::ACCEPTED }));
+    tokio::spawn(async move { axum::serve(deployer, app).await });
+    stack
+        .release
+        .clone()
+        .put_target(authed(
+            &stack.admin,
+            release_pb::PutTargetRequest {
+                app: APP.into(),
+                environment: ENV.into(),
+                driver: "webhook".into(),
+                driver_config_json: serde_json::json!({"url": deployer_url}).to_string(),
+                default_strategy: "canary".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let rules = serde_json::json!([
+        {"name": "checkouts 50% off stable", "metric": "query",
+         "source": {"kind": "prometheus", "url": format!("http://{}", signals.addr),
+                    "query": "checkouts{version=\"{version}\"}"},
+         "operator": "gt", "threshold": 50.0, "comparison": "relative_to_stable", "window_seconds": 60,
+         "min_samples": 1, "severity": "high", "action": "pause"}
+    ]);
+    stack.put_policy(&rules.to_string()).await.unwrap();
+    let deployment = stack.deploy(canary(&[(20, 120)])).await;
+
+    // The rule fails while the deployer still holds the step: the pause is refused.
+    let waiting = eventually(WAIT, "the rule to fail while the step is with the deployer", || async {
+        let analysis = stack.analysis_of(&deployment.id).await?;
+        analysis.measurements.iter().any(|m| m.verdict == "failed").then_some(())?;
+        let d = stack.deployment(&deployment.id).await;
+        (d.phase == "awaiting_driver").then_some(d)
+    })
+    .await;
+    assert_eq!(waiting.state, "in_progress");
+
+    // The deployer reports the step done; the pause asked again now lands.
+    stack
+        .release
+        .clone()
+        .report_driver_result(authed(
+            &stack.admin,
+            release_pb::DriverResultRequest {
+                deployment_id: deployment.id.clone(),
+                step: waiting.current_step,
+                status: "succeeded".into(),
+                message: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+    let paused = eventually(WAIT, "the canary to pause", || async {
+        let d = stack.deployment(&deployment.id).await;
+        (d.phase == "paused").then_some(d)
+    })
+    .await;
+    assert_eq!((paused.state.as_str(), paused.weight), ("in_progress", 20));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_incident_timeline_records_when_people_were_notified() {
     use rp_proto::notifier::v1::{self as notifier_pb, notifier_service_client::NotifierServiceClient};
