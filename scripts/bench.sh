@@ -96,6 +96,11 @@ bench_releases_list() {
   BASE="$base" TOKEN="$token" "$tools/k6" run --quiet --no-usage-report -e MODE=rate -e RATE=1000 -e DURATION=30s \
     --summary-export "$work/rate.json" k6/releases-list.js >/dev/null
   read -r p50 p95 p99 rate failures <<<"$(k6_stats "$work/rate.json")"
+  # BENCH_PROFILE=<file>: record the server's call graphs for 8 s of the saturation run (perf;
+  # the run's figures are then not a measurement). Read it with `perf report -i <file> --children`.
+  if [ -n "${BENCH_PROFILE:-}" ]; then
+    (sleep 5; perf record -F 499 --call-graph dwarf,16384 -p "$server" -o "$BENCH_PROFILE" -- sleep 8 >/dev/null 2>&1) &
+  fi
   BASE="$base" TOKEN="$token" "$tools/k6" run --quiet --no-usage-report -e MODE=saturation -e VUS=32 -e DURATION=20s \
     --summary-export "$work/saturation.json" k6/releases-list.js >/dev/null
   read -r sat_p50 sat_p95 sat_p99 sat_rate sat_failures <<<"$(k6_stats "$work/saturation.json")"
@@ -116,7 +121,7 @@ SQL
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "machine": "$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB",
   "at_1000_rps": {"achieved_rps": $rate, "p50_ms": $p50, "p95_ms": $p95, "p99_ms": $p99, "failed_checks": $failures},
-  "saturation": {"vus": 32, "rps": $sat_rate, "p50_ms": $sat_p50, "p99_ms": $sat_p99, "failed_checks": $sat_failures},
+  "saturation": {"vus": 32, "rps": $sat_rate, "p50_ms": $sat_p50, "p95_ms": $sat_p95, "p99_ms": $sat_p99, "failed_checks": $sat_failures},
   "pgbench_same_query_tps": $pgbench_tps,
   "saturation_over_pgbench": $ratio,
   "targets": {"p99_ms_at_1000_rps": 20, "saturation_over_pgbench": 0.5}
@@ -166,10 +171,10 @@ print(f"{rps:.0f} {p50:.3f} {p99:.3f} {errors.group(1) if errors else 0}")'
 
 bench_router() {
   echo "==> router vs nginx: same two demo-app upstreams, 90/10 weighted split, wrk -t2 -c64" >&2
-  command -v nginx >/dev/null && command -v wrk >/dev/null || {
+  if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
     echo "bench: installing nginx and wrk (Debian packages)" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx wrk >/dev/null
-  }
+  fi
   local v1=${ports[0]} v2=${ports[1]} ng=${ports[2]} rt=${ports[3]} rt_admin=${ports[4]}
   "$root/target/release/demo-app" --version 1.0.0 --port "$v1" 2>/dev/null & pids+=($!)
   "$root/target/release/demo-app" --version 2.0.0 --port "$v2" 2>/dev/null & pids+=($!)
@@ -199,7 +204,7 @@ http {
 NGINX
   nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' & pids+=($!)
   RP_TELEMETRY__LOG_FILTER=error "$bench" router --listen "127.0.0.1:$rt" --admin "127.0.0.1:$rt_admin" \
-    --stable "127.0.0.1:$v1" --canary "127.0.0.1:$v2" --weight 10 2>/dev/null & local router_pid=$!; pids+=($router_pid)
+    --stable "127.0.0.1:$v1" --canary "127.0.0.1:$v2" --weight 10 2>/dev/null & local router_pid=$!; pids+=("$router_pid")
   for url in "http://127.0.0.1:$ng/" "http://127.0.0.1:$rt/"; do
     for _ in $(seq 1 100); do curl -fsS "$url" >/dev/null 2>&1 && break; sleep 0.1; done
     curl -fsS "$url" >/dev/null || { echo "bench: $url does not answer" >&2; exit 1; }
@@ -248,7 +253,7 @@ bench_scale() {
   local common=(PATH="$PATH" HOME="$work" RP_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$database?sslmode=disable"
     RP_NATS__URL=nats://127.0.0.1:4222 RP_NATS__STREAM=RP_BENCH_SCALE RP_NATS__SUBJECT_PREFIX="$database.")
   env -i "${common[@]}" RP_ROLLBACK__GRPC_ADDR="127.0.0.1:$grpc" RP_ROLLBACK__ADMIN_ADDR="127.0.0.1:$admin" \
-    RP_TELEMETRY__LOG_FILTER=warn "$binary" serve --role rollback >"$work/rollback.log" 2>&1 & local replica=$!; pids+=($replica)
+    RP_TELEMETRY__LOG_FILTER=warn "$binary" serve --role rollback >"$work/rollback.log" 2>&1 & local replica=$!; pids+=("$replica")
   for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$admin/ready" >/dev/null 2>&1 && break; sleep 0.2; done
   env -i "${common[@]}" "$bench" scale --canaries 1000 --seconds 60 --pid "$replica" \
     --admin "http://127.0.0.1:$admin" --out "$results/scale.json" >/dev/null || { tail -20 "$work/rollback.log"; exit 1; }

@@ -4,6 +4,8 @@
 set -euo pipefail
 
 pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q; }
+# The inner script is single-quoted on purpose: $line belongs to the child bash.
+# shellcheck disable=SC2016
 nats_info() { timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/4222 && IFS= read -r line <&3 && echo "$line"' 2>/dev/null || true; }
 nats_up() { nats_info | grep -q '"jetstream":true'; }
 wait_for() { for _ in $(seq 1 30); do "$@" && return 0; sleep 1; done; return 1; }

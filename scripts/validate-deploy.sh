@@ -9,7 +9,7 @@
 #   grafana/dashboards/*.json         structure checks, and every PromQL expression through promtool
 #   .github/workflows/*.yml           actionlint (with shellcheck), github-workflows JSON schema
 #   every YAML file above             yamllint
-#   this script                       shellcheck
+#   scripts/*.sh and .ci/run          shellcheck
 #
 # Needs python3 (with venv and pip) and apt. The tools are installed once, idempotently, under
 # ${XDG_CACHE_HOME:-~/.cache}/release-pilot: Python packages in a venv, promtool and amtool
@@ -238,7 +238,7 @@ check "grafana dashboards" check_dashboards
 check "actionlint" actionlint -oneline .github/workflows/*.yml
 check "github-workflows schema" check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 check "yamllint" yamllint --strict -d "$YAMLLINT_CONFIG" "${yaml_files[@]}"
-check "shellcheck" shellcheck scripts/validate-deploy.sh
+check "shellcheck" shellcheck scripts/*.sh .ci/run
 
 echo
 if [ "${#FAILED[@]}" -gt 0 ]; then
