@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rp_config::Config;
 use sea_orm::{
-    AccessMode, ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
@@ -116,14 +116,16 @@ impl Database {
     /// (`BEGIN IMMEDIATE`) so two writers queue on the busy timeout instead of deadlocking on
     /// a read-to-write upgrade.
     pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        let (access_mode, sqlite_transaction_mode) = match self.backend {
-            Backend::Sqlite { .. } => (None, Some(SqliteTransactionMode::Immediate)),
-            Backend::Postgres { .. } => (Some(AccessMode::ReadWrite), None),
+        let sqlite_transaction_mode = match self.backend {
+            Backend::Sqlite { .. } => Some(SqliteTransactionMode::Immediate),
+            Backend::Postgres { .. } => None,
         };
+        // No access mode: read-write is the default, and on PostgreSQL naming it costs a
+        // `SET TRANSACTION` round trip in every transaction.
         self.conn
             .begin_with_options(TransactionOptions {
                 isolation_level: None,
-                access_mode,
+                access_mode: None,
                 sqlite_transaction_mode,
             })
             .await

@@ -256,6 +256,7 @@ impl NotifierCore {
                 }
             },
         )?;
+        super::routing_config::bump(&txn).await?;
         txn.commit().await?;
         tracing::info!(channel = %row.name, kind = %row.kind, "channel created");
         Ok((row, generated))
@@ -318,16 +319,22 @@ impl NotifierCore {
             }
         }
         active.updated_at = Set(Some(now));
-        let updated = active.update(&self.db.conn).await?;
+        let txn = self.db.begin_write().await?;
+        let updated = active.update(&txn).await?;
+        super::routing_config::bump(&txn).await?;
+        txn.commit().await?;
         self.wake.notify_one();
         Ok(updated)
     }
 
     pub async fn delete_channel(&self, id: Uuid) -> Result<()> {
-        let deleted = rows::Entity::delete_by_id(id).exec(&self.db.conn).await?;
+        let txn = self.db.begin_write().await?;
+        let deleted = rows::Entity::delete_by_id(id).exec(&txn).await?;
         if deleted.rows_affected == 0 {
             return Err(ServiceError::NotFound(format!("channel {id} not found")));
         }
+        super::routing_config::bump(&txn).await?;
+        txn.commit().await?;
         // Deliveries still waiting become dead letters at their next attempt ("channel deleted").
         self.wake.notify_one();
         Ok(())
@@ -355,7 +362,10 @@ impl NotifierCore {
         active.secrets = Set(self.seal(id, &secrets));
         active.secret_kid = Set(self.key.kid().to_owned());
         active.updated_at = Set(Some(now));
-        let updated = active.update(&self.db.conn).await?;
+        let txn = self.db.begin_write().await?;
+        let updated = active.update(&txn).await?;
+        super::routing_config::bump(&txn).await?;
+        txn.commit().await?;
         tracing::info!(channel = %updated.name, "webhook signing secret rotated");
         Ok((updated, secret))
     }

@@ -40,6 +40,12 @@ pub mod outcome {
     pub const SUPPRESSED: &str = "suppressed";
 }
 
+/// A claimed delivery's channel and queued items, as read in the transaction that claimed it.
+pub(super) struct Known {
+    pub channel: channels::Model,
+    pub items: Vec<items::Model>,
+}
+
 /// What an attempt came to.
 #[derive(Debug)]
 enum Outcome {
@@ -287,23 +293,44 @@ impl NotifierCore {
 
     /// Makes one attempt of a claimed delivery and records it.
     pub(super) async fn attempt(&self, delivery: deliveries::Model, attempt_id: Uuid) {
-        if let Err(err) = self.try_attempt(&delivery, attempt_id).await {
+        self.attempt_known(delivery, attempt_id, None).await;
+    }
+
+    /// Makes one attempt of a delivery whose channel and items the caller read in the
+    /// transaction that claimed it (`None`: read them now).
+    pub(super) async fn attempt_known(
+        &self,
+        delivery: deliveries::Model,
+        attempt_id: Uuid,
+        known: impl Into<Option<Known>>,
+    ) {
+        if let Err(err) = self.try_attempt(&delivery, attempt_id, known.into()).await {
             // The lease expires and the attempt is made again.
             tracing::warn!(delivery = %delivery.id, error = %err, "delivery attempt not recorded");
         }
     }
 
-    async fn try_attempt(&self, delivery: &deliveries::Model, attempt_id: Uuid) -> Result<(), DbErr> {
+    async fn try_attempt(
+        &self,
+        delivery: &deliveries::Model,
+        attempt_id: Uuid,
+        known: Option<Known>,
+    ) -> Result<(), DbErr> {
         let conn = &self.db.conn;
         let started_at = Self::now();
-        let channel = channels::Entity::find_by_id(delivery.channel_id).one(conn).await?;
-        let queued = items::Entity::find()
-            .filter(items::Column::DeliveryId.eq(delivery.id))
-            .filter(items::Column::Status.eq(item_status::QUEUED))
-            .order_by_asc(items::Column::EventTime)
-            .order_by_asc(items::Column::Id)
-            .all(conn)
-            .await?;
+        let (channel, queued) = match known {
+            Some(Known { channel, items }) => (Some(channel), items),
+            None => (
+                channels::Entity::find_by_id(delivery.channel_id).one(conn).await?,
+                items::Entity::find()
+                    .filter(items::Column::DeliveryId.eq(delivery.id))
+                    .filter(items::Column::Status.eq(item_status::QUEUED))
+                    .order_by_asc(items::Column::EventTime)
+                    .order_by_asc(items::Column::Id)
+                    .all(conn)
+                    .await?,
+            ),
+        };
         let event_ids: Vec<String> = queued.iter().map(|i| i.event_id.to_string()).collect();
         let outcome = match &channel {
             None => Outcome::Dead {
@@ -483,6 +510,7 @@ impl NotifierCore {
                 .filter(channels::Column::Id.eq(channel.id))
                 .exec(&txn)
                 .await?;
+            super::routing_config::bump(&txn).await?;
         }
         let payload = |status_code: i32, error: String| ev::NotificationChanged {
             delivery_id: delivery.id.to_string(),
@@ -549,6 +577,7 @@ impl NotifierCore {
             .filter(channels::Column::Id.eq(channel.id))
             .exec(conn)
             .await?;
+        super::routing_config::bump(conn).await?;
         let waiting = deliveries::Entity::find()
             .filter(deliveries::Column::ChannelId.eq(channel.id))
             .filter(deliveries::Column::Status.is_in(status::CLAIMABLE))

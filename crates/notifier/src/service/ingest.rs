@@ -22,7 +22,7 @@ use crate::{
         grouping,
         routing::{self, Rule},
     },
-    store::{deliveries, items},
+    store::{channels, deliveries, items},
 };
 
 pub(crate) const CONSUMER: &str = "notifier";
@@ -65,15 +65,18 @@ pub async fn run(core: Arc<NotifierCore>, shutdown: CancellationToken) {
 struct Target<'a> {
     channel_id: Uuid,
     rule: &'a Rule,
-    /// Enabled, not rate-limited nor throttled: a message due now may be sent at once.
-    sendable_at_once: bool,
+    /// The channel's row when it is enabled, not rate-limited nor throttled: a message due now
+    /// may be sent at once.
+    sendable_at_once: Option<&'a channels::Model>,
 }
 
-/// A delivery the consumer claimed as it queued it, with its attempt and in-flight slot.
+/// A delivery the consumer claimed as it queued it, with its attempt and in-flight slot, and
+/// what the attempt would otherwise read back: its channel and its one item.
 struct ClaimedAtOnce {
     delivery: deliveries::Model,
     attempt_id: Uuid,
     slot: tokio::sync::OwnedSemaphorePermit,
+    known: super::dispatch::Known,
 }
 
 /// A new item of `event` on a channel.
@@ -173,34 +176,42 @@ impl NotifierCore {
             "rp.incident.resolved" => self.resolve_escalations(&txn, &labels, now).await?,
             _ => {}
         }
-        let rules = super::rules::active_rules(&txn).await?;
-        let channels = super::channel_admin::channel_refs(&txn).await?;
+        let config = self.routing.get(&txn).await?;
+        let (rules, channels) = (&config.rules, &config.refs);
         let mut at_once = Vec::new();
         let mut left_for_dispatcher = !escalated.is_empty() || labels.event_type.starts_with("rp.incident.");
-        for (channel_id, index) in routing::route(&rules, &channels, &labels) {
+        for (channel_id, index) in routing::route(rules, channels, &labels) {
             // An escalation level due at once tells these channels already, with the acknowledge link.
             if escalated.contains(&channel_id) {
                 continue;
             }
-            let sendable = channels.iter().any(|c| c.id == channel_id && c.sendable_at_once(now));
-            let target = Target { channel_id, rule: &rules[index], sendable_at_once: sendable };
+            let channel = config
+                .channel(channel_id)
+                .filter(|_| channels.iter().any(|c| c.id == channel_id && c.sendable_at_once(now)));
+            let target = Target { channel_id, rule: &rules[index], sendable_at_once: channel };
             match self.queue(&txn, event, &labels, &cloudevent, target, now).await? {
                 Some(claimed) => at_once.push(claimed),
                 None => left_for_dispatcher = true,
             }
         }
-        self.commit(txn).await?;
+        let incident = labels.event_type.starts_with("rp.incident.");
+        if incident {
+            // Escalations emit events; nothing else here does, so the relay is left asleep.
+            self.commit(txn).await?;
+        } else {
+            txn.commit().await?;
+        }
         for claimed in at_once {
             let core = self.clone();
             tokio::spawn(async move {
-                core.attempt(claimed.delivery, claimed.attempt_id).await;
+                core.attempt_known(claimed.delivery, claimed.attempt_id, claimed.known).await;
                 drop(claimed.slot);
             });
         }
         if left_for_dispatcher {
             self.wake.notify_one();
         }
-        if !escalated.is_empty() || labels.event_type.starts_with("rp.incident.") {
+        if !escalated.is_empty() || incident {
             self.escalations_changed.notify_one();
         }
         Ok(())
@@ -276,13 +287,18 @@ impl NotifierCore {
         let dedup_key = grouping::dedup_key(labels, &event.data);
         let mut row = item(event, labels, cloudevent, channel_id, rule.id, dedup_key.clone(), now);
         let repeat = rule.repeat_interval();
-        let earlier = items::Entity::find()
-            .filter(items::Column::ChannelId.eq(channel_id))
-            .filter(items::Column::DedupKey.eq(dedup_key.as_str()))
-            .filter(items::Column::Status.eq(item_status::QUEUED))
-            .filter(items::Column::CreatedAt.gt(now - super::chrono_duration(repeat)))
-            .one(conn)
-            .await?;
+        // No repeat interval, nothing to be a duplicate of.
+        let earlier = if repeat.is_zero() {
+            None
+        } else {
+            items::Entity::find()
+                .filter(items::Column::ChannelId.eq(channel_id))
+                .filter(items::Column::DedupKey.eq(dedup_key.as_str()))
+                .filter(items::Column::Status.eq(item_status::QUEUED))
+                .filter(items::Column::CreatedAt.gt(now - super::chrono_duration(repeat)))
+                .one(conn)
+                .await?
+        };
         if let Some(earlier) = earlier {
             row.status = Set(item_status::DUPLICATE.into());
             row.reason = Set(format!(
@@ -352,10 +368,10 @@ impl NotifierCore {
                 // claims cost the database less than one claim per event.
                 let busy =
                     self.settings.max_in_flight - self.slots.available_permits() >= AT_ONCE_MAX_IN_FLIGHT;
-                let slot = (sendable_at_once && due <= now && !busy)
-                    .then(|| self.slots.clone().try_acquire_owned().ok())
-                    .flatten();
-                if let Some(slot) = slot {
+                let slot = sendable_at_once
+                    .filter(|_| due <= now && !busy)
+                    .and_then(|channel| Some((channel, self.slots.clone().try_acquire_owned().ok()?)));
+                if let Some((channel, slot)) = slot {
                     new.status = Set(status::SENDING.into());
                     new.attempts = Set(1);
                     new.lease_holder = Set(Some(self.replica.clone()));
@@ -363,7 +379,13 @@ impl NotifierCore {
                     let model = new.clone().try_into_model()?;
                     deliveries::Entity::insert(new).exec_without_returning(conn).await?;
                     let attempt_id = self.log_attempt_start(conn, &model, false, now).await?;
-                    claimed = Some(ClaimedAtOnce { delivery: model, attempt_id, slot });
+                    let mut only_item = row.clone();
+                    only_item.delivery_id = Set(Some(id));
+                    let known = super::dispatch::Known {
+                        channel: channel.clone(),
+                        items: vec![only_item.try_into_model()?],
+                    };
+                    claimed = Some(ClaimedAtOnce { delivery: model, attempt_id, slot, known });
                 } else {
                     deliveries::Entity::insert(new).exec_without_returning(conn).await?;
                 }

@@ -10,6 +10,7 @@ mod message;
 mod policies;
 mod queries;
 mod retention;
+mod routing_config;
 mod rules;
 
 use std::{sync::Arc, time::Duration};
@@ -145,6 +146,8 @@ pub struct NotifierCore {
     pub(crate) ack_base: String,
     /// The dashboard, for links in messages.
     pub(crate) dashboard_url: String,
+    /// Rules and channels as of the last configuration version this replica read.
+    pub(crate) routing: routing_config::RoutingCache,
 }
 
 impl NotifierCore {
@@ -190,6 +193,7 @@ impl NotifierCore {
             ack_base,
             config,
             settings,
+            routing: routing_config::RoutingCache::default(),
         }))
     }
 

@@ -194,7 +194,10 @@ impl NotifierCore {
             created_at: now,
             updated_at: now,
         };
-        rows::Entity::insert(row.clone().into_active_model()).exec_without_returning(&self.db.conn).await?;
+        let txn = self.db.begin_write().await?;
+        rows::Entity::insert(row.clone().into_active_model()).exec_without_returning(&txn).await?;
+        super::routing_config::bump(&txn).await?;
+        txn.commit().await?;
         Ok(row)
     }
 
@@ -221,14 +224,21 @@ impl NotifierCore {
         active.group_by = Set(to_list(&input.group_by));
         active.stop = Set(input.stop);
         active.updated_at = Set(Utc::now());
-        Ok(sea_orm::ActiveModelTrait::update(active, &self.db.conn).await?)
+        let txn = self.db.begin_write().await?;
+        let updated = sea_orm::ActiveModelTrait::update(active, &txn).await?;
+        super::routing_config::bump(&txn).await?;
+        txn.commit().await?;
+        Ok(updated)
     }
 
     pub async fn delete_rule(&self, id: Uuid) -> Result<()> {
-        let deleted = rows::Entity::delete_by_id(id).exec(&self.db.conn).await?;
+        let txn = self.db.begin_write().await?;
+        let deleted = rows::Entity::delete_by_id(id).exec(&txn).await?;
         if deleted.rows_affected == 0 {
             return Err(ServiceError::NotFound(format!("routing rule {id} not found")));
         }
+        super::routing_config::bump(&txn).await?;
+        txn.commit().await?;
         Ok(())
     }
 }

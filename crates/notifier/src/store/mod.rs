@@ -2,6 +2,7 @@
 
 pub mod attempts;
 pub mod channels;
+pub mod config_version;
 pub mod deliveries;
 pub mod escalation_policies;
 pub mod escalations;
@@ -10,6 +11,7 @@ pub mod routing_rules;
 
 mod m20261127_000001_channels;
 mod m20261128_000002_notifications;
+mod m20261128_000003_config_version;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -22,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(rp_events::outbox::migration::Migration),
             Box::new(m20261127_000001_channels::Migration),
             Box::new(m20261128_000002_notifications::Migration),
+            Box::new(m20261128_000003_config_version::Migration),
         ]
     }
 }

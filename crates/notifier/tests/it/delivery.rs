@@ -97,11 +97,17 @@ async fn a_429_is_retried_after_the_receivers_retry_after() {
     h.route(&channel, &["rp.deployment.*"], 0).await;
     h.receiver.script([Reply::With(429, vec![("retry-after", "1".into())], "slow down".into())]);
     let event = h.publish("rp.deployment.failed", "deployments/b1", &deployment("b1", "failed", 1)).await;
+    h.wait_delivery(&channel, &event, "retrying").await;
+    // The channel is throttled now: a new message waits too, instead of going out at once.
+    let next = h.publish("rp.deployment.failed", "deployments/b2", &deployment("b2", "failed", 1)).await;
     let delivery = h.wait_delivery(&channel, &event, "delivered").await;
+    h.wait_delivery(&channel, &next, "delivered").await;
     let requests = h.receiver.on("/busy");
-    assert_eq!(requests.len(), 2);
-    let gap = requests[1].at - requests[0].at;
-    assert!(gap >= Duration::from_millis(950), "waited {gap:?}, not the 100 ms schedule");
+    assert_eq!(requests.len(), 3);
+    for later in &requests[1..] {
+        let gap = later.at - requests[0].at;
+        assert!(gap >= Duration::from_millis(950), "sent {gap:?} after the 429, inside its Retry-After");
+    }
     assert_eq!(delivery.attempt_log[0].outcome, "rate_limited");
     assert_eq!(delivery.attempt_log[0].status_code, 429);
 }

@@ -43,6 +43,32 @@ async fn system() -> (TestSystem, String) {
     (system, admin)
 }
 
+/// Two replicas on one system, the seeded rules cleared, the first consuming.
+struct TwoReplicas {
+    _system: TestSystem,
+    admin: String,
+    bus: rp_events::SharedBus,
+    receiver: Receiver,
+    first: Replica,
+    second: Replica,
+    /// The first replica's.
+    client: NotifierServiceClient<Channel>,
+}
+
+impl TwoReplicas {
+    async fn start() -> Self {
+        let (system, admin) = system().await;
+        let (config, bus) = (system.app.config.clone(), system.app.bus.clone());
+        let receiver = Receiver::start().await;
+        let first = Replica::start(config.clone(), bus.clone());
+        let second = Replica::start(config, bus.clone());
+        let mut client = first.client().await;
+        clear_defaults(&mut client, &admin).await;
+        wait_until_consuming(&mut client, &admin, &bus, &receiver).await;
+        Self { _system: system, admin, bus, receiver, first, second, client }
+    }
+}
+
 async fn route_to(
     client: &mut NotifierServiceClient<Channel>,
     admin: &str,
@@ -147,14 +173,7 @@ async fn a_notifier_killed_mid_delivery_loses_nothing_and_the_duplicate_keeps_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_send_every_message_once() {
-    let (system, admin) = system().await;
-    let (config, bus) = (system.app.config.clone(), system.app.bus.clone());
-    let receiver = Receiver::start().await;
-    let first = Replica::start(config.clone(), bus.clone());
-    let second = Replica::start(config, bus.clone());
-    let mut client = first.client().await;
-    clear_defaults(&mut client, &admin).await;
-    wait_until_consuming(&mut client, &admin, &bus, &receiver).await;
+    let TwoReplicas { _system, admin, bus, receiver, first, second, mut client } = TwoReplicas::start().await;
     let mut other = second.client().await;
     wait_until_consuming(&mut other, &admin, &bus, &receiver).await;
     route_to(&mut client, &admin, &receiver, "/both").await;
@@ -199,5 +218,72 @@ async fn two_replicas_send_every_message_once() {
     .await;
     assert!(deliveries.iter().all(|d| d.attempts == 1), "no attempt was made twice");
     assert_eq!(receiver.on("/both").len(), count);
+    drop((first, second));
+}
+
+/// Replicas cache routing per configuration version: a change made through one replica routes
+/// the very next events on the other, which had cached the configuration from before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routing_change_through_one_replica_routes_the_next_events_on_the_other() {
+    let TwoReplicas { _system, admin, bus, receiver, first, second, mut client } = TwoReplicas::start().await;
+    let old = route_to(&mut client, &admin, &receiver, "/old").await;
+    let publish = |id: String| {
+        let bus = bus.clone();
+        async move {
+            let event = rp_events::Event::new(
+                "release",
+                "rp.deployment.failed",
+                format!("deployments/{id}"),
+                &deployment(&id, "failed", 1),
+            );
+            bus.publish(&event).await.unwrap();
+        }
+    };
+    // Bursts until both replicas have sent some, so both cached this configuration. (One event
+    // at a time, the in-process bus's round robin would hand every deployment event to one
+    // replica and every `rp.notification.delivered` to the other.)
+    let mut senders = std::collections::HashSet::new();
+    let burst = 10;
+    for round in 0..10 {
+        for n in 0..burst {
+            publish(format!("warm{round}-{n}")).await;
+        }
+        for sent in receiver.wait_for("/old", (round + 1) * burst).await {
+            let id = sent.header("webhook-id").to_owned();
+            let delivery = eventually(WAIT, "the attempt to be recorded", || {
+                let (mut client, admin, id) = (client.clone(), admin.clone(), id.clone());
+                async move {
+                    let request = authed(&admin, pb::GetDeliveryRequest { id });
+                    let delivery = client.get_delivery(request).await.ok()?.into_inner();
+                    (delivery.status == "delivered").then_some(delivery)
+                }
+            })
+            .await;
+            senders.insert(delivery.attempt_log[0].replica.clone());
+        }
+        if senders.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(senders.len(), 2, "both replicas took events");
+    let before = receiver.on("/old").len();
+
+    // Through the second replica: the old channel off, a new one on.
+    let mut client = second.client().await;
+    client
+        .update_channel(authed(
+            &admin,
+            pb::UpdateChannelRequest { id: old.id.clone(), enabled: Some(false), ..Default::default() },
+        ))
+        .await
+        .unwrap();
+    route_to(&mut client, &admin, &receiver, "/new").await;
+    // A replica routing by what it cached before would send these to /old, never to /new.
+    let count = 20;
+    for n in 0..count {
+        publish(format!("after{n}")).await;
+    }
+    receiver.wait_for("/new", count).await;
+    assert_eq!(receiver.on("/old").len(), before, "nothing went to the disabled channel");
     drop((first, second));
 }
