@@ -158,6 +158,23 @@ fn release_to_pb(release: &releases::Model, app: String, checks: &[quality_check
         created_by: release.created_by.clone(),
         created_at: Some(ts(release.created_at)),
         bump: release.bump.clone(),
+        commit_count: release.commit_count,
+    }
+}
+
+/// A release in the BASIC view: no commits, no changelog.
+fn release_summary_to_pb(release: releases::Model, app: String) -> pb::Release {
+    pb::Release {
+        id: release.id.to_string(),
+        app,
+        version: release.version,
+        artifact_image: release.artifact_image,
+        artifact_digest: release.artifact_digest,
+        commit_count: release.commit_count,
+        created_by: release.created_by,
+        created_at: Some(ts(release.created_at)),
+        bump: release.bump,
+        ..Default::default()
     }
 }
 
@@ -440,16 +457,33 @@ impl ReleaseService for ReleaseGrpc {
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
         self.caller(&request).await?;
         let body = request.into_inner();
+        let full = match pb::ReleaseView::try_from(body.view) {
+            Ok(pb::ReleaseView::Unspecified | pb::ReleaseView::Basic) => false,
+            Ok(pb::ReleaseView::Full) => true,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!("view: unknown release view {}", body.view)));
+            }
+        };
         let (rows, next, app) = self
             .core
             .list_releases(
                 &body.app,
                 rp_db::page_size(body.page_size, 50, 200),
                 page_token(&body.page_token)?,
+                full,
             )
             .await?;
         Ok(Response::new(pb::ListReleasesResponse {
-            releases: rows.iter().map(|r| release_to_pb(r, app.clone(), &[])).collect(),
+            releases: rows
+                .into_iter()
+                .map(|r| {
+                    if full {
+                        release_to_pb(&r, app.clone(), &[])
+                    } else {
+                        release_summary_to_pb(r, app.clone())
+                    }
+                })
+                .collect(),
             next_page_token: next.map(|id| id.to_string()).unwrap_or_default(),
         }))
     }

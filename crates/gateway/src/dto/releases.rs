@@ -963,7 +963,7 @@ impl From<pb::Release> for ReleaseSummary {
             bump: r.bump,
             artifact_image: non_empty(r.artifact_image),
             artifact_digest: non_empty(r.artifact_digest),
-            commit_count: r.commits.len(),
+            commit_count: r.commit_count.max(0) as usize,
             created_by: r.created_by,
             created_at: time(r.created_at),
         }

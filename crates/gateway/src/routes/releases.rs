@@ -32,6 +32,7 @@ pub async fn list_releases(
         page_size: check_page_size(query.page_size)?,
         page_token: check_page_token(query.page_token)?,
         app: query.app,
+        view: pb::ReleaseView::Basic.into(),
     });
     let page = state.clients.release.clone().list_releases(request).await?.into_inner();
     Ok(Json(ReleasePage {

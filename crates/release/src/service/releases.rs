@@ -138,6 +138,7 @@ impl ReleaseCore {
             artifact_image: Set(new.artifact_image.clone()),
             artifact_digest: Set(new.artifact_digest.clone()),
             commits: Set(serde_json::to_string(&new.commits).unwrap_or_else(|_| "[]".into())),
+            commit_count: Set(new.commits.len() as i32),
             changelog: Set(preview.changelog.clone()),
             bump: Set(preview.bump.clone()),
             first_commit_at: Set(first_commit_at),
@@ -213,12 +214,14 @@ impl ReleaseCore {
 
     /// Newest first, with the app's name. One query in the usual case (the app named in a
     /// subquery); the app row is read only to tell "no such app" from an empty page, or for
-    /// its name when it was asked for by id.
+    /// its name when it was asked for by id. Without `full`, the rows' commits and changelog
+    /// (the large columns) are not read and left empty; `commit_count` says how many there are.
     pub async fn list_releases(
         &self,
         app: &str,
         page_size: u64,
         before: Option<Uuid>,
+        full: bool,
     ) -> Result<(Vec<releases::Model>, Option<Uuid>, String)> {
         let by_id = Uuid::parse_str(app).ok();
         let app_filter = match by_id {
@@ -245,7 +248,8 @@ impl ReleaseCore {
         if let Some(before) = before {
             query = query.filter(releases::Column::Id.lt(before));
         }
-        let mut rows = query.all(&self.db.conn).await?;
+        let mut rows =
+            if full { query.all(&self.db.conn).await? } else { summaries(query, &self.db.conn).await? };
         let name = if rows.is_empty() || by_id.is_some() {
             self.find_app(&self.db.conn, app).await?.name
         } else {
@@ -336,4 +340,61 @@ impl ReleaseCore {
         self.commit(txn).await?;
         Ok(check)
     }
+}
+
+/// Releases without their commits and changelog, decoded by column position (the by-name
+/// decoding of whole models was 13.5 % of the process when lists were profiled).
+async fn summaries(
+    query: sea_orm::Select<releases::Entity>,
+    conn: &sea_orm::DatabaseConnection,
+) -> std::result::Result<Vec<releases::Model>, sea_orm::DbErr> {
+    type Row = (Uuid, Uuid, String, String, String, i32, String, String, chrono::DateTime<chrono::Utc>);
+    use releases::Column as C;
+    let rows: Vec<Row> = query
+        .select_only()
+        .columns([
+            C::Id,
+            C::AppId,
+            C::Version,
+            C::ArtifactImage,
+            C::ArtifactDigest,
+            C::CommitCount,
+            C::Bump,
+            C::CreatedBy,
+            C::CreatedAt,
+        ])
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                id,
+                app_id,
+                version,
+                artifact_image,
+                artifact_digest,
+                commit_count,
+                bump,
+                created_by,
+                created_at,
+            )| {
+                releases::Model {
+                    id,
+                    app_id,
+                    version,
+                    artifact_image,
+                    artifact_digest,
+                    commits: String::new(),
+                    commit_count,
+                    changelog: String::new(),
+                    bump,
+                    first_commit_at: None,
+                    created_by,
+                    created_at,
+                }
+            },
+        )
+        .collect())
 }

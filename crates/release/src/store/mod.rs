@@ -15,6 +15,7 @@ pub mod targets;
 mod m20261127_000001_apps;
 mod m20261127_000002_deployment_domain;
 mod m20261127_000003_routes;
+mod m20261128_000004_release_commit_count;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_apps::Migration),
             Box::new(m20261127_000002_deployment_domain::Migration),
             Box::new(m20261127_000003_routes::Migration),
+            Box::new(m20261128_000004_release_commit_count::Migration),
         ]
     }
 }

@@ -12,6 +12,8 @@ pub struct Model {
     /// JSON array of commits.
     #[sea_orm(column_type = "Text")]
     pub commits: String,
+    /// Entries in `commits`, so lists need not read them.
+    pub commit_count: i32,
     #[sea_orm(column_type = "Text")]
     pub changelog: String,
     pub bump: String,

@@ -116,7 +116,7 @@ async fn versions_are_computed_from_conventional_commits_and_never_repeat() {
     let listed = release
         .list_releases(authed(
             &people.viewer,
-            pb::ListReleasesRequest { app: "shop".into(), page_size: 3, page_token: String::new() },
+            pb::ListReleasesRequest { app: "shop".into(), page_size: 3, ..Default::default() },
         ))
         .await
         .unwrap()
@@ -126,6 +126,21 @@ async fn versions_are_computed_from_conventional_commits_and_never_repeat() {
         ["2.1.0-rc.2", "2.1.0-rc.1", "2.0.0"]
     );
     assert!(!listed.next_page_token.is_empty());
+    // The list's default view leaves out commits and changelog but counts the commits.
+    let newest = &listed.releases[0];
+    assert_eq!((newest.commit_count, newest.commits.len(), newest.changelog.as_str()), (1, 0, ""));
+    let list = |view: i32| {
+        let mut release = release.clone();
+        let request =
+            pb::ListReleasesRequest { app: "shop".into(), page_size: 1, view, ..Default::default() };
+        let token = people.viewer.clone();
+        async move { release.list_releases(authed(&token, request)).await }
+    };
+    let full = list(pb::ReleaseView::Full.into()).await.unwrap().into_inner().releases.remove(0);
+    assert_eq!((full.version.as_str(), full.commit_count), ("2.1.0-rc.2", 1));
+    assert_eq!(full.commits.iter().map(|c| c.message.as_str()).collect::<Vec<_>>(), ["fix: wishlist"]);
+    assert!(full.changelog.contains("wishlist"), "{}", full.changelog);
+    assert_eq!(list(9).await.unwrap_err().code(), Code::InvalidArgument);
 }
 
 #[tokio::test]
