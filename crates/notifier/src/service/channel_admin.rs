@@ -8,8 +8,8 @@ use chrono::Utc;
 use rp_events::Event;
 use rp_runtime::{ServiceError, validate};
 use sea_orm::{
-    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    IntoActiveModel as _, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait as _, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel as _, QueryFilter,
+    QueryOrder,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -20,7 +20,6 @@ use crate::{
     domain::{
         classify::{Labels, Severity},
         kind,
-        routing::ChannelRef,
     },
     store::channels as rows,
 };
@@ -59,33 +58,6 @@ pub struct TestOutcome {
     pub outcome: &'static str,
     pub error: String,
     pub excerpt: String,
-}
-
-/// Every channel as routing sees it.
-pub(crate) async fn channel_refs<C: ConnectionTrait>(
-    conn: &C,
-) -> std::result::Result<Vec<ChannelRef>, DbErr> {
-    type Row = (Uuid, String, bool, i32, Option<chrono::DateTime<chrono::Utc>>);
-    let rows: Vec<Row> = rows::Entity::find()
-        .select_only()
-        .column(rows::Column::Id)
-        .column(rows::Column::Kind)
-        .column(rows::Column::Enabled)
-        .column(rows::Column::RateLimitPerMinute)
-        .column(rows::Column::ThrottledUntil)
-        .into_tuple()
-        .all(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, kind, enabled, rate_limit_per_minute, throttled_until)| ChannelRef {
-            id,
-            kind,
-            enabled,
-            rate_limit_per_minute,
-            throttled_until,
-        })
-        .collect())
 }
 
 /// Names of the secrets a channel has (values never leave the notifier).

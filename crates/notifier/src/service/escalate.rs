@@ -196,9 +196,10 @@ impl NotifierCore {
     }
 
     async fn level_channels<C: ConnectionTrait>(&self, conn: &C, level: &Level) -> Result<Vec<Uuid>, DbErr> {
-        let channels = super::channel_admin::channel_refs(conn).await?;
-        Ok(channels
-            .into_iter()
+        let config = self.routing.get(conn).await?;
+        Ok(config
+            .refs
+            .iter()
             .filter(|c| c.enabled)
             .filter(|c| {
                 level.channel_ids.contains(&c.id.to_string()) || level.channel_kinds.contains(&c.kind)

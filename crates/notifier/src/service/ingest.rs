@@ -178,23 +178,21 @@ impl NotifierCore {
         }
         let config = self.routing.get(&txn).await?;
         let (rules, channels) = (&config.rules, &config.refs);
+        let incident = labels.event_type.starts_with("rp.incident.");
         let mut at_once = Vec::new();
-        let mut left_for_dispatcher = !escalated.is_empty() || labels.event_type.starts_with("rp.incident.");
+        let mut left_for_dispatcher = !escalated.is_empty() || incident;
         for (channel_id, index) in routing::route(rules, channels, &labels) {
             // An escalation level due at once tells these channels already, with the acknowledge link.
             if escalated.contains(&channel_id) {
                 continue;
             }
-            let channel = config
-                .channel(channel_id)
-                .filter(|_| channels.iter().any(|c| c.id == channel_id && c.sendable_at_once(now)));
-            let target = Target { channel_id, rule: &rules[index], sendable_at_once: channel };
+            let sendable_at_once = config.sendable_at_once(channel_id, now);
+            let target = Target { channel_id, rule: &rules[index], sendable_at_once };
             match self.queue(&txn, event, &labels, &cloudevent, target, now).await? {
                 Some(claimed) => at_once.push(claimed),
                 None => left_for_dispatcher = true,
             }
         }
-        let incident = labels.event_type.starts_with("rp.incident.");
         if incident {
             // Escalations emit events; nothing else here does, so the relay is left asleep.
             self.commit(txn).await?;

@@ -28,8 +28,10 @@ pub(crate) struct RoutingConfig {
 }
 
 impl RoutingConfig {
-    pub fn channel(&self, id: Uuid) -> Option<&channels::Model> {
-        self.channels.iter().find(|c| c.id == id)
+    /// The row of channel `id` when a message due `now` may go out on it at once.
+    pub fn sendable_at_once(&self, id: Uuid, now: chrono::DateTime<chrono::Utc>) -> Option<&channels::Model> {
+        let sendable = self.refs.iter().any(|c| c.id == id && c.sendable_at_once(now));
+        self.channels.iter().find(|c| sendable && c.id == id)
     }
 }
 
