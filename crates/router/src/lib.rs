@@ -4,6 +4,7 @@
 //! connections, and per-version traffic statistics sent to the rollback service every
 //! `router.stats_interval_ms`. Routes come from the release service (see `source`).
 
+pub mod connections;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
@@ -39,7 +40,7 @@ pub async fn start(
     metrics::describe();
     let settings = &config.router;
     let router_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let routes = Arc::new(Routes::default());
+    let routes = Arc::new(Routes::new(&settings.sticky_cookie));
     // One proxy (and upstream pool) per proxy thread; see `proxy::serve`.
     let threads = match settings.proxy_threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -47,7 +48,6 @@ pub async fn start(
     };
     let proxy_settings = proxy::ProxySettings {
         balancing: table::Balancing::parse(&settings.balancing),
-        sticky_cookie: settings.sticky_cookie.clone(),
         passive_failure_threshold: settings.passive_failure_threshold.max(1),
         ejection: Duration::from_secs(settings.ejection_secs),
         upstream_timeout: Duration::from_secs(settings.upstream_timeout_secs),

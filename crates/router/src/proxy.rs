@@ -14,27 +14,41 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header, uri::PathAndQuery};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
-};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::table::{Balancing, Pool, Route, Routes, Upstream};
+use crate::{
+    connections::{Connections, Lent},
+    table::{Balancing, Pool, Route, Routes, Upstream},
+};
 
 /// Header that forces a track: `canary` or `stable`.
 pub const TRACK_HEADER: &str = "x-rp-track";
 /// Response header naming the version that answered (for people and load generators).
 pub const VERSION_HEADER: &str = "x-rp-version";
 
-pub type ProxyBody = Either<Tracked<Incoming>, Full<Bytes>>;
+pub type ProxyBody = Either<Tracked, Full<Bytes>>;
+
+/// The client at the other end of a downstream connection.
+pub struct Peer {
+    ip: IpAddr,
+    /// `x-forwarded-for` for requests that bring none, made once per connection.
+    forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(ip: IpAddr) -> Self {
+        let forwarded_for =
+            HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        Self { ip, forwarded_for }
+    }
+}
 
 /// Settings of the request path.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub balancing: Balancing,
-    pub sticky_cookie: String,
     pub passive_failure_threshold: u32,
     pub ejection: Duration,
     pub upstream_timeout: Duration,
@@ -42,7 +56,7 @@ pub struct ProxySettings {
 
 pub struct Proxy {
     routes: Arc<Routes>,
-    client: Client<HttpConnector, Incoming>,
+    connections: Arc<Connections>,
     settings: ProxySettings,
 }
 
@@ -55,21 +69,28 @@ impl Drop for InFlight {
     }
 }
 
-/// A streamed upstream body that keeps its upstream counted as busy until it ends.
-pub struct Tracked<B> {
-    inner: B,
-    _in_flight: InFlight,
+/// A streamed upstream body that keeps its upstream counted as busy until it ends, and hands
+/// its HTTP/1 connection back for the next request when it ended cleanly.
+pub struct Tracked {
+    inner: Incoming,
+    in_flight: InFlight,
+    connection: Option<(Arc<Connections>, Lent)>,
+    ended: bool,
 }
 
-impl<B: Body + Unpin> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -78,6 +99,16 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some((connections, sender)) = self.connection.take()
+            && (self.ended || self.inner.is_end_stream())
+        {
+            connections.put(&self.in_flight.0.address, sender);
+        }
     }
 }
 
@@ -127,15 +158,6 @@ enum Track {
     Canary,
 }
 
-impl Track {
-    fn as_str(self) -> &'static str {
-        match self {
-            Track::Stable => "stable",
-            Track::Canary => "canary",
-        }
-    }
-}
-
 fn cookie(headers: &HeaderMap, name: &str) -> Option<Track> {
     headers
         .get_all(header::COOKIE)
@@ -160,21 +182,8 @@ impl Proxy {
         max_idle_per_host: usize,
         http2: bool,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        connector.set_connect_timeout(Some(Duration::from_secs(3)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(idle_timeout)
-            .pool_max_idle_per_host(max_idle_per_host)
-            .http2_only(http2)
-            .build(connector);
-        Self { routes, client, settings }
-    }
-
-    /// The sticky cookie of `route`'s app: `<router.sticky_cookie>_<app>`.
-    fn cookie_name(&self, route: &Route) -> String {
-        format!("{}_{}", self.settings.sticky_cookie, route.app)
+        let connections = Arc::new(Connections::new(http2, idle_timeout, max_idle_per_host));
+        Self { routes, connections, settings }
     }
 
     /// Chooses a track: the header, then the sticky cookie while both versions take traffic,
@@ -189,7 +198,7 @@ impl Proxy {
             _ => None,
         });
         // The cookie is only looked for while both versions take traffic.
-        let sticky = if split { cookie(headers, &self.cookie_name(route)) } else { None };
+        let sticky = if split { cookie(headers, &route.sticky_cookie) } else { None };
         let mut new_cookie = false;
         let wanted = match (forced, sticky) {
             (Some(track), _) => track,
@@ -228,7 +237,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         mut request: Request<Incoming>,
-        client: IpAddr,
+        client: &Peer,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let table = self.routes.snapshot();
@@ -239,59 +248,78 @@ impl Proxy {
             .cloned()
             .or_else(|| request.uri().host().and_then(|host| HeaderValue::from_str(host).ok()));
         let host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let Some(route) = table.find(host, request.uri().path()).cloned() else {
+        let Some(route) = table.find(host, request.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "no route for this host and path\n");
         };
-        let Some((track, pool, set_cookie)) = self.choose(&route, request.headers()) else {
+        let Some((track, pool, set_cookie)) = self.choose(route, request.headers()) else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n");
         };
-        let pool = pool.clone();
         let Some(upstream) = pool.pick(self.settings.balancing, now_ms()) else {
             pool.stats.record(503, started.elapsed());
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n");
         };
 
-        let Some(authority) = upstream.authority.clone() else {
-            pool.stats.record(502, started.elapsed());
-            return plain(StatusCode::BAD_GATEWAY, "invalid upstream address\n");
-        };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(authority);
-        parts.path_and_query =
-            Some(request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-        let Ok(uri) = http::Uri::from_parts(parts) else {
-            return plain(StatusCode::BAD_REQUEST, "invalid request target\n");
-        };
-        *request.uri_mut() = uri;
+        let path_and_query =
+            request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if self.connections.is_http2() {
+            // HTTP/2 carries the authority in the request target.
+            let Some(authority) = upstream.authority.clone() else {
+                pool.stats.record(502, started.elapsed());
+                return plain(StatusCode::BAD_GATEWAY, "invalid upstream address\n");
+            };
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(authority);
+            parts.path_and_query = Some(path_and_query);
+            let Ok(uri) = http::Uri::from_parts(parts) else {
+                return plain(StatusCode::BAD_REQUEST, "invalid request target\n");
+            };
+            *request.uri_mut() = uri;
+        } else {
+            // HTTP/1.1 upstreams get the origin form; the host travels in `Host`.
+            *request.uri_mut() = http::Uri::from(path_and_query);
+        }
         *request.version_mut() = http::Version::HTTP_11;
         let headers = request.headers_mut();
         strip_hop_by_hop(headers);
         let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(existing) => format!("{existing}, {client}"),
-            None => client.to_string(),
+            Some(existing) => HeaderValue::from_str(&format!("{existing}, {}", client.ip)).ok(),
+            None => Some(client.forwarded_for.clone()),
         };
-        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        if let Some(value) = forwarded_for {
             headers.insert("x-forwarded-for", value);
         }
         headers.entry("x-forwarded-proto").or_insert(HeaderValue::from_static("http"));
         if let Some(value) = host_value {
+            if !self.connections.is_http2() && !headers.contains_key(header::HOST) {
+                // A request that came over HTTP/2 names its host only in the target.
+                headers.insert(header::HOST, value.clone());
+            }
             headers.entry("x-forwarded-host").or_insert(value);
         }
 
         upstream.in_flight.fetch_add(1, Ordering::Relaxed);
         let in_flight = InFlight(upstream.clone());
-        let answer = tokio::time::timeout(self.settings.upstream_timeout, self.client.request(request)).await;
+        let answer = tokio::time::timeout(
+            self.settings.upstream_timeout,
+            self.connections.send(&upstream.address, request),
+        )
+        .await;
         let mut response = match answer {
-            Ok(Ok(response)) => {
+            Ok(Ok((response, connection))) => {
                 let status = response.status();
                 if matches!(status.as_u16(), 502..=504) {
                     self.failed(&upstream);
                 } else {
-                    upstream.request_failures.store(0, Ordering::Relaxed);
+                    // Read first: a store on every request would bounce the line between threads.
+                    if upstream.request_failures.load(Ordering::Relaxed) != 0 {
+                        upstream.request_failures.store(0, Ordering::Relaxed);
+                    }
                 }
                 pool.stats.record(status.as_u16(), started.elapsed());
-                response.map(|body| Either::Left(Tracked { inner: body, _in_flight: in_flight }))
+                let connection = connection.map(|sender| (self.connections.clone(), sender));
+                response
+                    .map(|body| Either::Left(Tracked { inner: body, in_flight, connection, ended: false }))
             }
             Ok(Err(err)) => {
                 drop(in_flight);
@@ -313,14 +341,11 @@ impl Proxy {
             headers.insert(VERSION_HEADER, value.clone());
         }
         if set_cookie {
-            let value = format!(
-                "{}={}; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax",
-                self.cookie_name(&route),
-                track.as_str()
-            );
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.append(header::SET_COOKIE, value);
-            }
+            let value = match track {
+                Track::Stable => &route.set_cookie_stable,
+                Track::Canary => &route.set_cookie_canary,
+            };
+            headers.append(header::SET_COOKIE, value.clone());
         }
         response
     }
@@ -342,7 +367,7 @@ impl Proxy {
 /// each serving HTTP/1.1 and HTTP/2 on its own single-threaded runtime.
 ///
 /// Why not the shared work-stealing runtime: a proxied request crosses two connections, and
-/// with hyper's pooled client the upstream connection is driven by a task of its own. On a
+/// the upstream connection is driven by a task of its own. On a
 /// work-stealing runtime the two tasks land on different threads, so every request pays for
 /// cross-thread wake-ups. Here a connection, its requests and the upstream connections they
 /// use stay on one thread (each proxy has its own pool), the way nginx's workers run.
@@ -422,9 +447,10 @@ fn serve_on_this_thread(
             };
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
             let proxy = proxy.clone();
+            let peer = Arc::new(Peer::new(peer.ip()));
             let service = hyper::service::service_fn(move |request| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, peer.ip()).await) }
+                let (proxy, peer) = (proxy.clone(), peer.clone());
+                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, &peer).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();

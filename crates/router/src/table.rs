@@ -138,6 +138,17 @@ pub struct Route {
     pub canary_weight: u32,
     pub deployment_id: String,
     pub revision: i64,
+    /// `<router.sticky_cookie>_<app>`, and the `Set-Cookie` values pinning a client to each
+    /// track, made once per table rather than on every request.
+    pub sticky_cookie: String,
+    pub set_cookie_stable: http::HeaderValue,
+    pub set_cookie_canary: http::HeaderValue,
+}
+
+/// The `Set-Cookie` value that pins a client to `track` for an hour.
+fn set_cookie(name: &str, track: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("{name}={track}; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax"))
+        .unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
 
 /// The table routers read on every request.
@@ -159,6 +170,8 @@ impl Table {
 
 /// Holds the table and everything that must survive a rebuild.
 pub struct Routes {
+    /// Prefix of the per-app sticky cookie (`router.sticky_cookie`).
+    cookie_prefix: String,
     table: ArcSwap<Table>,
     /// Last update per app/environment, from which tables are rebuilt.
     updates: Mutex<HashMap<(String, String), ev::RouteUpdated>>,
@@ -171,7 +184,14 @@ pub struct Routes {
 
 impl Default for Routes {
     fn default() -> Self {
+        Self::new("rp_track")
+    }
+}
+
+impl Routes {
+    pub fn new(cookie_prefix: &str) -> Self {
         Self {
+            cookie_prefix: cookie_prefix.to_owned(),
             table: ArcSwap::from_pointee(Table::default()),
             updates: Mutex::new(HashMap::new()),
             upstreams: Mutex::new(HashMap::new()),
@@ -179,9 +199,7 @@ impl Default for Routes {
             retired: Mutex::new(Vec::new()),
         }
     }
-}
 
-impl Routes {
     pub fn snapshot(&self) -> Arc<Table> {
         self.table.load_full()
     }
@@ -245,7 +263,11 @@ impl Routes {
                     pool(&update.stable_version)
                 };
                 let matching = update.r#match.clone().unwrap_or_default();
+                let sticky_cookie = format!("{}_{}", self.cookie_prefix, update.app);
                 Arc::new(Route {
+                    set_cookie_stable: set_cookie(&sticky_cookie, "stable"),
+                    set_cookie_canary: set_cookie(&sticky_cookie, "canary"),
+                    sticky_cookie,
                     app: update.app.clone(),
                     environment: update.environment.clone(),
                     host: matching.host,

@@ -63,22 +63,33 @@ impl Harness {
     /// Publishes a route (as the release service's router driver does) and waits until the router
     /// serves it.
     async fn route(&self, stable: Option<&[&DemoApp]>, canary: &[&DemoApp], weight: i32) {
-        let revision = self.revision.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let backend = |apps: &[&DemoApp]| ev::RouteBackend {
-            version: apps[0].version.clone(),
-            addresses: apps.iter().map(|a| a.addr.to_string()).collect(),
+        let backend = |apps: &[&DemoApp]| {
+            (apps[0].version.clone(), apps.iter().map(|a| a.addr.to_string()).collect::<Vec<_>>())
         };
-        let mut backends = vec![backend(canary)];
-        if let Some(stable) = stable {
-            backends.push(backend(stable));
-        }
+        self.route_to(stable.map(backend), backend(canary), weight).await;
+    }
+
+    /// Publishes a route to `(version, addresses)` backends and waits until the router serves it.
+    async fn route_to(
+        &self,
+        stable: Option<(String, Vec<String>)>,
+        canary: (String, Vec<String>),
+        weight: i32,
+    ) {
+        let revision = self.revision.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let stable_version = stable.as_ref().map(|s| s.0.clone()).unwrap_or_default();
+        let canary_version = canary.0.clone();
+        let backends = std::iter::once(canary)
+            .chain(stable)
+            .map(|(version, addresses)| ev::RouteBackend { version, addresses })
+            .collect();
         let update = ev::RouteUpdated {
             app: "shop".into(),
             environment: "prod".into(),
             r#match: Some(ev::RouteMatch { host: String::new(), path_prefix: "/".into() }),
             backends,
-            stable_version: stable.map(|s| s[0].version.clone()).unwrap_or_default(),
-            canary_version: canary[0].version.clone(),
+            stable_version,
+            canary_version,
             canary_weight: weight,
             deployment_id: "d1".into(),
             revision,
@@ -348,4 +359,80 @@ async fn per_version_statistics_reach_metrics_and_the_telemetry_channel() {
     })
     .await
     .expect("samples of both tracks");
+}
+
+/// An upstream that counts the connections that carried proxied requests (health checks aside)
+/// and answers `/close` with `Connection: close`. Serves HTTP/1.1 and HTTP/2 (prior knowledge).
+async fn counting_upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let serving = Arc::new(AtomicUsize::new(0));
+    let counter = serving.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let (counter, counted) = (counter.clone(), Arc::new(AtomicBool::new(false)));
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                if request.uri().path() != "/health" && !counted.swap(true, Ordering::SeqCst) {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                let mut response =
+                    http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")));
+                if request.uri().path() == "/close" {
+                    response.headers_mut().insert("connection", http::HeaderValue::from_static("close"));
+                }
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            tokio::spawn(async move {
+                let builder =
+                    hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    (address, serving)
+}
+
+async fn upstream_connections_case(h: &Harness, expected_connections: usize) {
+    use std::sync::atomic::Ordering;
+    let (address, serving) = counting_upstream().await;
+    h.route_to(None, ("1.0.0".into(), vec![address]), 100).await;
+    eventually(WAIT, "the route to the counting upstream", || async {
+        let response = h.http.get(h.url("/ready")).send().await.ok()?;
+        (response.text().await.ok()? == "ok").then_some(())
+    })
+    .await;
+    let before = serving.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let response = h.http.get(h.url("/x")).send().await.unwrap();
+        assert_eq!((response.status().as_u16(), response.text().await.unwrap().as_str()), (200, "ok"));
+    }
+    assert_eq!(
+        serving.load(Ordering::SeqCst) - before,
+        0,
+        "one client connection: its proxy thread reuses the upstream connection it already has"
+    );
+    // An upstream closing connections: no request may fail because its pooled connection went away.
+    for round in 0..10 {
+        for path in ["/close", "/x"] {
+            let response = h.http.get(h.url(path)).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200, "round {round}, {path}");
+        }
+    }
+    assert_eq!(serving.load(Ordering::SeqCst), expected_connections, "connections that carried requests");
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_a_closed_one_is_replaced_without_failing_a_request() {
+    let h = harness(&[]).await;
+    // 1 connection for the warm-up and the 20, then a new one after each of the 10 closes.
+    upstream_connections_case(&h, 11).await;
+}
+
+#[tokio::test]
+async fn http2_upstreams_carry_every_request_on_one_connection() {
+    let h = harness(&[("RP_ROUTER__UPSTREAM_HTTP2", "true")]).await;
+    // `Connection: close` means nothing in HTTP/2: the one connection carries every request.
+    upstream_connections_case(&h, 1).await;
 }

@@ -1,0 +1,200 @@
+//! Keep-alive connections to upstreams, one set per proxy thread.
+//!
+//! Why not hyper-util's pooled `Client`: on every HTTP/1 request it spawns a task whose only job
+//! is to wait for the connection to become idle and put it back in a pool shared behind a lock.
+//! In the router-vs-nginx benchmark that hand-off was a fixed cost on every proxied request. Here
+//! each proxy thread owns its connections (see `proxy::serve`): a request takes an idle
+//! connection from a list, and the response body puts it back when it ends, in the same task.
+//! A connection whose response body did not end (client gone, upstream error) is dropped, never
+//! reused mid-message.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// An HTTP/1 connection lent to one request; give it back with [`Connections::put`] once the
+/// response body has ended.
+pub type Lent = http1::SendRequest<Incoming>;
+
+struct Idle {
+    sender: Lent,
+    since: Instant,
+}
+
+/// The upstream connections of one proxy thread. The locks are never contended: only the
+/// owning thread takes them (they are here because hyper's server wants `Send` services).
+pub struct Connections {
+    http2: bool,
+    idle_timeout: Duration,
+    max_idle_per_upstream: usize,
+    /// HTTP/1: idle connections per upstream address, most recently used last.
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    /// HTTP/2 (prior knowledge): one multiplexed connection per upstream address.
+    multiplexed: Mutex<HashMap<String, http2::SendRequest<Incoming>>>,
+}
+
+impl Connections {
+    pub fn new(http2: bool, idle_timeout: Duration, max_idle_per_upstream: usize) -> Self {
+        Self {
+            http2,
+            idle_timeout,
+            max_idle_per_upstream,
+            idle: Mutex::new(HashMap::new()),
+            multiplexed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn is_http2(&self) -> bool {
+        self.http2
+    }
+
+    /// Sends `request` to `address`. For HTTP/1 the connection comes back with the response and
+    /// must be returned through [`Connections::put`] when the body ends. A request that never
+    /// left (the pooled connection had just closed) is sent once more on a new connection.
+    pub async fn send(
+        &self,
+        address: &str,
+        request: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Option<Lent>), BoxError> {
+        if self.http2 {
+            return self.send_http2(address, request).await.map(|response| (response, None));
+        }
+        let mut request = request;
+        let mut pooled = self.checkout(address);
+        loop {
+            let reused = pooled.is_some();
+            let mut sender = match pooled.take() {
+                Some(mut sender) => match sender.ready().await {
+                    Ok(()) => sender,
+                    Err(_) => self.connect_http1(address).await?,
+                },
+                None => self.connect_http1(address).await?,
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, Some(sender))),
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(err.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// Returns a connection whose response body has ended.
+    pub fn put(&self, address: &str, sender: Lent) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("connections lock");
+        let list = match idle.get_mut(address) {
+            Some(list) => list,
+            None => idle.entry(address.to_owned()).or_default(),
+        };
+        if list.len() >= self.max_idle_per_upstream {
+            // Make room by forgetting connections that closed or idled too long.
+            let timeout = self.idle_timeout;
+            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
+            if list.len() >= self.max_idle_per_upstream {
+                return;
+            }
+        }
+        list.push(Idle { sender, since: Instant::now() });
+    }
+
+    fn checkout(&self, address: &str) -> Option<Lent> {
+        let mut idle = self.idle.lock().expect("connections lock");
+        let list = idle.get_mut(address)?;
+        while let Some(candidate) = list.pop() {
+            if !candidate.sender.is_closed() && candidate.since.elapsed() < self.idle_timeout {
+                return Some(candidate.sender);
+            }
+        }
+        None
+    }
+
+    /// Idle HTTP/1 connections kept for `address` (for tests and the admin view).
+    pub fn idle_count(&self, address: &str) -> usize {
+        self.idle.lock().expect("connections lock").get(address).map_or(0, Vec::len)
+    }
+
+    async fn send_http2(
+        &self,
+        address: &str,
+        request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let cached = self.multiplexed.lock().expect("connections lock").get(address).cloned();
+        let mut request = request;
+        let mut sender = match cached {
+            Some(sender) if !sender.is_closed() => Some(sender),
+            _ => None,
+        };
+        loop {
+            let reused = sender.is_some();
+            let mut current = match sender.take() {
+                Some(sender) => sender,
+                None => {
+                    let fresh = self.connect_http2(address).await?;
+                    self.multiplexed
+                        .lock()
+                        .expect("connections lock")
+                        .insert(address.to_owned(), fresh.clone());
+                    fresh
+                }
+            };
+            match current.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(err.into_error().into()),
+                },
+            }
+        }
+    }
+
+    async fn dial(address: &str) -> Result<TokioIo<TcpStream>, BoxError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| format!("connecting to {address} timed out"))??;
+        stream.set_nodelay(true)?;
+        // Finds upstreams that vanished while a connection sat idle.
+        socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))?;
+        Ok(TokioIo::new(stream))
+    }
+
+    async fn connect_http1(&self, address: &str) -> Result<Lent, BoxError> {
+        let (sender, connection) = http1::handshake(Self::dial(address).await?).await?;
+        // Ends when the upstream closes the connection or the last sender is dropped.
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect_http2(&self, address: &str) -> Result<http2::SendRequest<Incoming>, BoxError> {
+        let (sender, connection) = http2::handshake(TokioExecutor::new(), Self::dial(address).await?).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
