@@ -69,6 +69,11 @@ pub async fn connect(config: &Config, service: &'static str) -> Result<Database,
             Backend::Postgres { .. } => db.acquire_timeout_secs,
         }))
         .sqlx_logging(false)
+        // sqlx pings every connection it hands out by default: one more round trip to the
+        // database before every statement or transaction. Only connections idle long enough
+        // for a server, proxy or firewall to have dropped them are tested now; a broken hot
+        // connection still fails its statement, and sqlx replaces it.
+        .test_before_acquire_if_idle_for(TEST_IDLE_CONNECTION_AFTER)
         .set_application_name(format!("release-pilot-{service}"));
     match &backend {
         Backend::Postgres { schema } => {
@@ -88,6 +93,9 @@ pub async fn connect(config: &Config, service: &'static str) -> Result<Database,
     let conn = sea_orm::Database::connect(options).await.map_err(connect_err)?;
     Ok(Database { conn, service, backend })
 }
+
+/// Pooled connections idle at least this long are pinged before use.
+const TEST_IDLE_CONNECTION_AFTER: Duration = Duration::from_secs(30);
 
 /// How long an SQLite writer waits for the write lock.
 const SQLITE_BUSY_TIMEOUT_SECS: u64 = 10;
