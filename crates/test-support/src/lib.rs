@@ -202,6 +202,20 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// A loopback port that refuses connections for as long as the value lives: the socket is bound
+/// but never listens. (A port merely found free can be taken by a parallel test before use.)
+pub struct ClosedPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let port = socket.local_addr().expect("local address").port();
+    ClosedPort { port, _socket: socket }
+}
+
 /// A private nats-server with JetStream, for tests that stop and restart the bus.
 pub struct NatsServer {
     pub port: u16,

@@ -502,8 +502,8 @@ async fn admins_manage_users_and_api_tokens_over_http() {
 #[tokio::test]
 async fn a_service_outage_is_a_503_without_internal_details() {
     let mut env = TestEnv::new();
-    let closed = rp_test_support::free_port();
-    env.config.endpoints.auth = format!("http://127.0.0.1:{closed}");
+    let closed = rp_test_support::closed_port();
+    env.config.endpoints.auth = format!("http://127.0.0.1:{}", closed.port);
     let system = TestSystem::start(env.config.clone(), &[Role::Gateway]).await.unwrap().hold(env);
     let response = system
         .http

@@ -219,8 +219,8 @@ async fn failing_health_checks_take_upstreams_out_and_passive_failures_eject_the
     h.wait_for_spread("the recovered upstream back", |s| s.contains_key("2.0.0")).await;
 
     // Passive: an upstream that refuses connections is ejected after two failures.
-    let closed = rp_test_support::free_port();
-    let dead = format!("127.0.0.1:{closed}");
+    let closed = rp_test_support::closed_port();
+    let dead = format!("127.0.0.1:{}", closed.port);
     let revision = 1_000;
     let update = ev::RouteUpdated {
         app: "shop".into(),
