@@ -372,6 +372,9 @@ pub struct GatewayConfig {
     pub request_timeout_secs: u64,
     /// Deadline of each gRPC call to a service.
     pub grpc_deadline_ms: u64,
+    /// Call services that run in this same process in memory (same protobuf, metadata and
+    /// server stack, no TCP or HTTP/2) instead of over loopback.
+    pub in_process_calls: bool,
     pub rate_limit: RateLimitConfig,
     /// Built dashboard served at `/`.
     pub web_dir: PathBuf,
@@ -389,6 +392,7 @@ impl Default for GatewayConfig {
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             grpc_deadline_ms: 5000,
+            in_process_calls: true,
             rate_limit: RateLimitConfig::default(),
             web_dir: PathBuf::from("web/dist"),
             public_url: "http://127.0.0.1:8080".into(),

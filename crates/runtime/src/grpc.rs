@@ -6,6 +6,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{service::Routes, transport::Server};
 use tonic_health::ServingStatus;
+use tower::ServiceExt;
 
 /// Serves `routes` on `listener` until `shutdown`; `service_names` are the fully qualified names
 /// reported SERVING by the health service.
@@ -47,6 +48,18 @@ pub async fn serve(
             reporter.set_service_status("", ServingStatus::NotServing).await;
         }
     };
+
+    // The same stack, reachable in memory by clients in this process (see `in_process`).
+    let _in_process = listener.local_addr().ok().map(|address| {
+        let stack = tower::ServiceBuilder::new()
+            .layer(rp_telemetry::grpc::GrpcServerTelemetryLayer)
+            .service(routes.clone());
+        let stack = ServiceExt::<http::Request<tonic::body::Body>>::map_err(
+            stack,
+            |never: std::convert::Infallible| -> crate::in_process::BoxError { match never {} },
+        );
+        crate::in_process::register(address, tower::util::BoxCloneSyncService::new(stack))
+    });
 
     Server::builder()
         .layer(rp_telemetry::grpc::GrpcServerTelemetryLayer)

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod error;
 pub mod grpc;
 pub mod health;
+pub mod in_process;
 pub mod service;
 pub mod shutdown;
 pub mod validate;

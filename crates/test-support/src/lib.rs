@@ -4,7 +4,8 @@
 //! temporary directory and the in-process bus) or `distributed` (PostgreSQL and NATS JetStream at
 //! `RELEASE_PILOT_TEST_DATABASE_URL` / `RELEASE_PILOT_TEST_NATS_URL`, defaulting to the local servers). Each
 //! [`TestEnv`] is isolated: its own SQLite directory, or its own PostgreSQL schemas, JetStream
-//! stream and subject prefix. CI runs the whole suite once per backend.
+//! stream and subject prefix. CI runs the whole suite once per backend. The gateway calls services
+//! of its own process in memory on `embedded` and over gRPC on `distributed`.
 
 use std::{
     collections::HashMap,
@@ -115,6 +116,9 @@ impl TestEnv {
             set("RP_NATS__STREAM", &format!("RPT_{id}"));
             set("RP_NATS__SUBJECT_PREFIX", &format!("t{id}."));
             set("RP_NATS__MAX_AGE_HOURS", "1");
+            // The embedded run covers the gateway's in-process calls; this one the network path
+            // a gateway takes to services in other processes.
+            set("RP_GATEWAY__IN_PROCESS_CALLS", "false");
         }
         for (key, value) in extra {
             set(key, value);

@@ -548,7 +548,12 @@ async fn an_alertmanager_alert_about_the_canary_rolls_it_back() {
     assert_eq!(ours, json!({"alerts": 1, "matched": 1}));
     let rolled = stack.wait_state(&id, "rolled_back").await;
     assert!(rolled["failure_reason"].as_str().unwrap().starts_with("alert firing"), "{rolled}");
-    let rollbacks = stack.get("/api/v1/rollbacks?app=shop").await;
+    // The rollback service records the rollback once the release service has rolled back.
+    let rollbacks = eventually(WAIT, "the rollback record", || async {
+        let rollbacks = stack.get("/api/v1/rollbacks?app=shop").await;
+        (!rollbacks["items"][0].is_null()).then_some(rollbacks)
+    })
+    .await;
     assert_eq!(rollbacks["items"][0]["trigger"], "alert firing");
     assert_eq!(rollbacks["items"][0]["deployment_id"], id.as_str());
     let analysis = stack.wait_analysis(&id, "failed").await;
