@@ -10,15 +10,12 @@ use rp_proto::{
     rollback::v1::rollback_service_client::RollbackServiceClient,
 };
 use rp_runtime::in_process::Transport;
-use rp_telemetry::grpc::{TraceInterceptor, inject_trace_context};
-use tonic::{
-    service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint},
-};
+use rp_telemetry::grpc::traced;
+use tonic::transport::{Channel, Endpoint};
 
 /// A service's transport (in memory when the service runs in this process, see
 /// `rp_runtime::in_process`), with the caller's trace context on every call.
-pub type Traced = InterceptedService<Transport, TraceInterceptor>;
+pub type Traced = rp_telemetry::grpc::Traced<Transport>;
 
 /// One lazily connected channel per service; clients are cheap clones of these.
 #[derive(Clone)]
@@ -49,19 +46,18 @@ impl Clients {
         let release = channel(&endpoints.release, deadline)?;
         let rollback = channel(&endpoints.rollback, deadline)?;
         let notifier = channel(&endpoints.notifier, deadline)?;
-        let traced = |channel: &Channel, endpoint: &str| {
-            let transport = if config.gateway.in_process_calls {
+        let transport = |channel: &Channel, endpoint: &str| {
+            traced(if config.gateway.in_process_calls {
                 Transport::prefer_in_process(channel.clone(), endpoint, deadline)
             } else {
                 Transport::network(channel.clone())
-            };
-            InterceptedService::new(transport, inject_trace_context as TraceInterceptor)
+            })
         };
         Ok(Self {
-            auth: AuthServiceClient::new(traced(&auth, &endpoints.auth)),
-            release: ReleaseServiceClient::new(traced(&release, &endpoints.release)),
-            rollback: RollbackServiceClient::new(traced(&rollback, &endpoints.rollback)),
-            notifier: NotifierServiceClient::new(traced(&notifier, &endpoints.notifier)),
+            auth: AuthServiceClient::new(transport(&auth, &endpoints.auth)),
+            release: ReleaseServiceClient::new(transport(&release, &endpoints.release)),
+            rollback: RollbackServiceClient::new(transport(&rollback, &endpoints.rollback)),
+            notifier: NotifierServiceClient::new(transport(&notifier, &endpoints.notifier)),
             channels: vec![
                 ("auth", auth),
                 ("release", release),

@@ -158,11 +158,13 @@ pub fn inject_trace_context(mut request: tonic::Request<()>) -> Result<tonic::Re
 /// The signature of [`inject_trace_context`], for naming client types.
 pub type TraceInterceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 
-/// A channel whose calls carry the caller's trace context.
-pub type TracedChannel =
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TraceInterceptor>;
+/// A client transport whose calls carry the caller's trace context.
+pub type Traced<T> = tonic::service::interceptor::InterceptedService<T, TraceInterceptor>;
 
-/// Wraps `channel` so every call sends the current trace context.
-pub fn traced(channel: tonic::transport::Channel) -> TracedChannel {
-    tonic::service::interceptor::InterceptedService::new(channel, inject_trace_context as TraceInterceptor)
+/// A channel whose calls carry the caller's trace context.
+pub type TracedChannel = Traced<tonic::transport::Channel>;
+
+/// Wraps a channel (or any client transport) so every call sends the current trace context.
+pub fn traced<T>(transport: T) -> Traced<T> {
+    tonic::service::interceptor::InterceptedService::new(transport, inject_trace_context as TraceInterceptor)
 }
