@@ -124,6 +124,26 @@ SQL
   local pgbench_tps
   pgbench_tps="$(PGSSLMODE=disable pgbench -h 127.0.0.1 -U postgres -n -c 32 -j 2 -T 20 -f "$work/releases.sql" rp_bench_releases 2>/dev/null \
     | awk '/^tps/ {print $3; exit}')"
+
+  # Where the time goes, same 32 connections, 10 s each (see docs/benchmarks.md, "A ceiling"):
+  # - the gateway's HTTP pipeline alone: an unknown /api path passes every middleware and
+  #   answers 404 problem+json without calling a service;
+  # - a page of one release: the fixed cost of the call, the release service and one database
+  #   round trip, with almost no rows to carry;
+  # - pgbench with prepared statements (as sqlx runs them), for the page of 50 and for 1 row.
+  local pipeline_rate page1_rate page1_non_2xx
+  read -r pipeline_rate _ _ _ <<<"$(wrk_run "$base/api/v1/no-such-resource" 10 32 -H "authorization: Bearer $token")"
+  read -r page1_rate _ _ page1_non_2xx <<<"$(wrk_run "$base/api/v1/releases?app=bench&page_size=1" 10 32 \
+    -H "authorization: Bearer $token")"
+  if [ "$page1_non_2xx" != 0 ]; then echo "bench: $page1_non_2xx one-row page requests did not answer 2xx" >&2; exit 1; fi
+  sed 's/LIMIT 51/LIMIT 2/' "$work/releases.sql" >"$work/release.sql"
+  pgbench_prepared() {
+    PGSSLMODE=disable pgbench -h 127.0.0.1 -U postgres -n -M prepared -c 32 -j 2 -T 10 -f "$1" rp_bench_releases 2>/dev/null \
+      | awk '/^tps/ {print $3; exit}'
+  }
+  local pg_prepared_page pg_prepared_row
+  pg_prepared_page="$(pgbench_prepared "$work/releases.sql")"
+  pg_prepared_row="$(pgbench_prepared "$work/release.sql")"
   stop_system
   local ratio; ratio="$(python3 -c "print(f'{$sat_rate / $pgbench_tps:.2f}')")"
   local wrk_ratio; wrk_ratio="$(python3 -c "print(f'{$wrk_rate / $pgbench_tps:.2f}')")"
@@ -139,10 +159,17 @@ SQL
   "pgbench_same_query_tps": $pgbench_tps,
   "saturation_over_pgbench": $ratio,
   "saturation_wrk_over_pgbench": $wrk_ratio,
+  "decomposition_wrk_32_connections": {
+    "gateway_pipeline_only_404_rps": $pipeline_rate,
+    "page_of_1_rps": $page1_rate,
+    "page_of_50_rps": $wrk_rate,
+    "pgbench_prepared_page_of_50_tps": $pg_prepared_page,
+    "pgbench_prepared_1_row_tps": $pg_prepared_row
+  },
   "targets": {"p99_ms_at_1000_rps": 20, "saturation_over_pgbench": 0.5}
 }
 JSON
-  echo "| $(date -u +%F) | releases-list (gateway in-process calls: $in_process_calls) | 1000 rps: p50 ${p50} ms, p95 ${p95} ms, p99 ${p99} ms (achieved ${rate}/s) | saturation k6 ${sat_rate}/s, wrk ${wrk_rate}/s vs pgbench ${pgbench_tps} tps = ${ratio} (k6), ${wrk_ratio} (wrk) |" >>"$results/summary.md"
+  echo "| $(date -u +%F) | releases-list (gateway in-process calls: $in_process_calls) | 1000 rps: p50 ${p50} ms, p95 ${p95} ms, p99 ${p99} ms (achieved ${rate}/s) | saturation k6 ${sat_rate}/s, wrk ${wrk_rate}/s vs pgbench ${pgbench_tps} tps = ${ratio} (k6), ${wrk_ratio} (wrk); gateway pipeline alone ${pipeline_rate}/s, page of 1 ${page1_rate}/s, pgbench prepared ${pg_prepared_page} (50 rows) / ${pg_prepared_row} (1 row) tps |" >>"$results/summary.md"
   cat "$results/releases-list.json"
 }
 
@@ -225,7 +252,7 @@ http {
   }
 }
 NGINX
-  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' & pids+=($!)
+  nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;' & local nginx_pid=$!; pids+=("$nginx_pid")
   RP_TELEMETRY__LOG_FILTER=error "$bench" router --listen "127.0.0.1:$rt" --admin "127.0.0.1:$rt_admin" \
     --stable "127.0.0.1:$v1" --canary "127.0.0.1:$v2" --weight 10 2>/dev/null & local router_pid=$!; pids+=("$router_pid")
   for url in "http://127.0.0.1:$ng/" "http://127.0.0.1:$rt/"; do
@@ -237,12 +264,25 @@ NGINX
   # The split really is 90/10 through the router.
   local canary; canary="$(for _ in $(seq 1 400); do curl -s -o /dev/null -D - "http://127.0.0.1:$rt/" | { grep -ci '^x-rp-version: 2.0.0' || true; }; done | awk '{s += $1} END {print s + 0}')"
   wrk_run "http://127.0.0.1:$ng/" 3 >/dev/null; wrk_run "http://127.0.0.1:$rt/" 3 >/dev/null
+  # CPU time (user + system, clock ticks) of processes, from /proc: the cost per request is
+  # what the throughput ratio comes from, and it moves less than rps from one machine to another.
+  cpu_ticks() { for pid in "$@"; do sed 's/.*) //' "/proc/$pid/stat"; done | awk '{t += $12 + $13} END {print t}'; }
+  local nginx_processes=("$nginx_pid" $(pgrep -P "$nginx_pid"))
+  # µs of CPU per request: ticks before, ticks after, rps over 10 s.
+  per_request() { python3 -c "print(f'{($2 - $1) / $(getconf CLK_TCK) / ($3 * 10) * 1e6:.1f}')"; }
   local rounds=()
   for round in 1 2 3; do
+    local before after
+    before="$(cpu_ticks "${nginx_processes[@]}")"
     read -r n_rps n_p50 n_p99 n_err <<<"$(wrk_run "http://127.0.0.1:$ng/" 10)"
+    after="$(cpu_ticks "${nginx_processes[@]}")"
+    local n_cpu; n_cpu="$(per_request "$before" "$after" "$n_rps")"
+    before="$(cpu_ticks "$router_pid")"
     read -r r_rps r_p50 r_p99 r_err <<<"$(wrk_run "http://127.0.0.1:$rt/" 10)"
-    echo "round $round: nginx $n_rps rps p99 $n_p99 ms | router $r_rps rps p99 $r_p99 ms" >&2
-    rounds+=("{\"nginx\": {\"rps\": $n_rps, \"p50_ms\": $n_p50, \"p99_ms\": $n_p99, \"errors\": $n_err}, \"router\": {\"rps\": $r_rps, \"p50_ms\": $r_p50, \"p99_ms\": $r_p99, \"errors\": $r_err}}")
+    after="$(cpu_ticks "$router_pid")"
+    local r_cpu; r_cpu="$(per_request "$before" "$after" "$r_rps")"
+    echo "round $round: nginx $n_rps rps p99 $n_p99 ms ${n_cpu} µs CPU/request | router $r_rps rps p99 $r_p99 ms ${r_cpu} µs CPU/request" >&2
+    rounds+=("{\"nginx\": {\"rps\": $n_rps, \"p50_ms\": $n_p50, \"p99_ms\": $n_p99, \"errors\": $n_err, \"cpu_us_per_request\": $n_cpu}, \"router\": {\"rps\": $r_rps, \"p50_ms\": $r_p50, \"p99_ms\": $r_p99, \"errors\": $r_err, \"cpu_us_per_request\": $r_cpu}}")
   done
   local loaded_rss; loaded_rss="$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$router_pid/status")"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
@@ -256,7 +296,7 @@ report = {
   "setup": "two demo-app upstreams (1.0.0, 2.0.0), 90/10 weighted split, keep-alive to upstreams, wrk -t2 -c64 10 s x 3 rounds, medians",
   "nginx_version": version, "canary_share_of_400_requests_through_router": int(canary) / 400,
   "rounds": rounds,
-  "median": {w: {"rps": med(w, "rps"), "p50_ms": med(w, "p50_ms"), "p99_ms": med(w, "p99_ms")} for w in ("nginx", "router")},
+  "median": {w: {k: med(w, k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")} for w in ("nginx", "router")},
   "router_idle_rss_mib": float(idle), "router_rss_after_load_mib": float(loaded),
 }
 report["throughput_ratio_router_over_nginx"] = round(report["median"]["router"]["rps"] / report["median"]["nginx"]["rps"], 3)
@@ -264,7 +304,7 @@ report["p99_ratio_router_over_nginx"] = round(report["median"]["router"]["p99_ms
 report["targets"] = {"throughput_ratio": ">= 1.0", "p99": "no worse than nginx"}
 json.dump(report, open(out, "w"), indent=2)
 m = report["median"]
-print(f'| {datetime.date.today()} | router vs nginx {version} (90/10) | router {m["router"]["rps"]:.0f} rps p99 {m["router"]["p99_ms"]:.2f} ms; nginx {m["nginx"]["rps"]:.0f} rps p99 {m["nginx"]["p99_ms"]:.2f} ms; ratio {report["throughput_ratio_router_over_nginx"]} | router idle RSS {idle} MiB |')
+print(f'| {datetime.date.today()} | router vs nginx {version} (90/10) | router {m["router"]["rps"]:.0f} rps p99 {m["router"]["p99_ms"]:.2f} ms {m["router"]["cpu_us_per_request"]} µs CPU/request; nginx {m["nginx"]["rps"]:.0f} rps p99 {m["nginx"]["p99_ms"]:.2f} ms {m["nginx"]["cpu_us_per_request"]} µs CPU/request; ratio {report["throughput_ratio_router_over_nginx"]} | router idle RSS {idle} MiB |')
 PY
   python3 -c "import json; r=json.load(open('$results/router-vs-nginx.json')); print(json.dumps(r['median']))" >&2
 }
