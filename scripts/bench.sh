@@ -267,7 +267,8 @@ NGINX
   # CPU time (user + system, clock ticks) of processes, from /proc: the cost per request is
   # what the throughput ratio comes from, and it moves less than rps from one machine to another.
   cpu_ticks() { for pid in "$@"; do sed 's/.*) //' "/proc/$pid/stat"; done | awk '{t += $12 + $13} END {print t}'; }
-  local nginx_processes=("$nginx_pid" $(pgrep -P "$nginx_pid"))
+  local nginx_processes
+  mapfile -t nginx_processes < <(echo "$nginx_pid"; pgrep -P "$nginx_pid")
   # µs of CPU per request: ticks before, ticks after, rps over 10 s.
   per_request() { python3 -c "print(f'{($2 - $1) / $(getconf CLK_TCK) / ($3 * 10) * 1e6:.1f}')"; }
   local rounds=()
