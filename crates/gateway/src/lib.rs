@@ -192,7 +192,9 @@ pub fn app(
         .layer(from_fn(middleware::observe))
         .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()))
         .layer(from_fn(security_headers))
-        .layer(cors(&gateway.cors_allowed_origins))
+        // Without allowed origins a CORS layer answers nothing, and it would still be cloned
+        // (with its lists) for every request: none then, and browsers refuse cross-origin calls.
+        .option_layer((!gateway.cors_allowed_origins.is_empty()).then(|| cors(&gateway.cors_allowed_origins)))
         .layer(CompressionLayer::new())
         .layer(from_fn(problem::normalize_errors))
         .layer(from_fn_with_state(limits, middleware::rate_limit))
@@ -226,9 +228,9 @@ fn cors(origins: &[String]) -> CorsLayer {
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    for (name, value) in middleware::security_headers() {
-        if !headers.contains_key(&name) {
-            headers.insert(name, value);
+    for (name, value) in middleware::SECURITY_HEADERS.iter() {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
         }
     }
     response

@@ -202,39 +202,44 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// Helmet-style security headers, set unless a handler set its own.
-pub fn security_headers() -> Vec<(header::HeaderName, HeaderValue)> {
-    vec![
-        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
-        (header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=63072000; includeSubDomains")),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'self'; base-uri 'self'; frame-ancestors 'none'; object-src 'none'; \
-                 img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'",
+/// Helmet-style security headers, set unless a handler set its own (built once: every response
+/// reads them).
+pub static SECURITY_HEADERS: std::sync::LazyLock<Vec<(header::HeaderName, HeaderValue)>> =
+    std::sync::LazyLock::new(|| {
+        vec![
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=63072000; includeSubDomains"),
             ),
-        ),
-        (
-            header::HeaderName::from_static("cross-origin-opener-policy"),
-            HeaderValue::from_static("same-origin"),
-        ),
-        (
-            header::HeaderName::from_static("cross-origin-resource-policy"),
-            HeaderValue::from_static("same-origin"),
-        ),
-        (header::HeaderName::from_static("x-dns-prefetch-control"), HeaderValue::from_static("off")),
-        (
-            header::HeaderName::from_static("x-permitted-cross-domain-policies"),
-            HeaderValue::from_static("none"),
-        ),
-        (
-            header::HeaderName::from_static("permissions-policy"),
-            HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"),
-        ),
-    ]
-}
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'self'; base-uri 'self'; frame-ancestors 'none'; object-src 'none'; \
+                 img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'",
+                ),
+            ),
+            (
+                header::HeaderName::from_static("cross-origin-opener-policy"),
+                HeaderValue::from_static("same-origin"),
+            ),
+            (
+                header::HeaderName::from_static("cross-origin-resource-policy"),
+                HeaderValue::from_static("same-origin"),
+            ),
+            (header::HeaderName::from_static("x-dns-prefetch-control"), HeaderValue::from_static("off")),
+            (
+                header::HeaderName::from_static("x-permitted-cross-domain-policies"),
+                HeaderValue::from_static("none"),
+            ),
+            (
+                header::HeaderName::from_static("permissions-policy"),
+                HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"),
+            ),
+        ]
+    });
 
 #[cfg(test)]
 mod tests {

@@ -338,6 +338,18 @@ async fn every_response_carries_security_headers_and_a_request_id() {
         uuid::Uuid::parse_str(injected.headers()["x-request-id"].to_str().unwrap()).is_ok(),
         "unsafe ids are replaced"
     );
+    // No allowed origins configured (the default): a cross-origin preflight is granted nothing.
+    let preflight = system
+        .http
+        .request(Method::OPTIONS, system.url("/api/v1/apps"))
+        .header(header::ORIGIN, "https://dash.example.com")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status().as_u16(), 405);
+    assert!(preflight.headers().get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    assert_eq!(preflight.headers()["x-content-type-options"], "nosniff");
 }
 
 #[tokio::test]
