@@ -28,6 +28,16 @@ pub const TRACK_HEADER: &str = "x-rp-track";
 /// Response header naming the version that answered (for people and load generators).
 pub const VERSION_HEADER: &str = "x-rp-version";
 
+// Header names used on every request, made once: a `&str` name is parsed and validated at
+// each use.
+const TRACK: HeaderName = HeaderName::from_static(TRACK_HEADER);
+const VERSION: HeaderName = HeaderName::from_static(VERSION_HEADER);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
 pub type ProxyBody = Either<Tracked, Full<Bytes>>;
 
 /// The client at the other end of a downstream connection.
@@ -128,8 +138,28 @@ fn plain(status: StatusCode, message: &'static str) -> Response<ProxyBody> {
     response
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+    ]
+    .contains(name)
+}
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none. Comparing the few names present is cheaper than nine removals,
+    // each of which hashes its name and probes the map.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(listed) = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_owned) {
         for name in listed.split(',') {
             if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
@@ -148,8 +178,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,11 +218,15 @@ impl Proxy {
 
     /// Chooses a track: the header, then the sticky cookie while both versions take traffic,
     /// then the weight. Falls back to the other track when the chosen one has no upstream left.
-    fn choose<'a>(&self, route: &'a Route, headers: &HeaderMap) -> Option<(Track, &'a Arc<Pool>, bool)> {
-        let now = now_ms();
+    fn choose<'a>(
+        &self,
+        route: &'a Route,
+        headers: &HeaderMap,
+        now: u64,
+    ) -> Option<(Track, &'a Arc<Pool>, bool)> {
         let weight = route.canary_weight;
         let split = route.stable.is_some() && route.canary.is_some() && weight > 0 && weight < 100;
-        let forced = headers.get(TRACK_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| match v {
+        let forced = headers.get(&TRACK).and_then(|v| v.to_str().ok()).and_then(|v| match v {
             "canary" => Some(Track::Canary),
             "stable" => Some(Track::Stable),
             _ => None,
@@ -251,10 +285,11 @@ impl Proxy {
         let Some(route) = table.find(host, request.uri().path()) else {
             return plain(StatusCode::NOT_FOUND, "no route for this host and path\n");
         };
-        let Some((track, pool, set_cookie)) = self.choose(route, request.headers()) else {
+        let now = now_ms();
+        let Some((track, pool, set_cookie)) = self.choose(route, request.headers(), now) else {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n");
         };
-        let Some(upstream) = pool.pick(self.settings.balancing, now_ms()) else {
+        let Some(upstream) = pool.pick(self.settings.balancing, now) else {
             pool.stats.record(503, started.elapsed());
             return plain(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n");
         };
@@ -282,20 +317,20 @@ impl Proxy {
         *request.version_mut() = http::Version::HTTP_11;
         let headers = request.headers_mut();
         strip_hop_by_hop(headers);
-        let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(existing) => HeaderValue::from_str(&format!("{existing}, {}", client.ip)).ok(),
             None => Some(client.forwarded_for.clone()),
         };
         if let Some(value) = forwarded_for {
-            headers.insert("x-forwarded-for", value);
+            headers.insert(X_FORWARDED_FOR, value);
         }
-        headers.entry("x-forwarded-proto").or_insert(HeaderValue::from_static("http"));
+        headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static("http"));
         if let Some(value) = host_value {
             if !self.connections.is_http2() && !headers.contains_key(header::HOST) {
                 // A request that came over HTTP/2 names its host only in the target.
                 headers.insert(header::HOST, value.clone());
             }
-            headers.entry("x-forwarded-host").or_insert(value);
+            headers.entry(X_FORWARDED_HOST).or_insert(value);
         }
 
         upstream.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -338,7 +373,7 @@ impl Proxy {
         let headers = response.headers_mut();
         strip_hop_by_hop(headers);
         if let Some(value) = &pool.version_header {
-            headers.insert(VERSION_HEADER, value.clone());
+            headers.insert(VERSION, value.clone());
         }
         if set_cookie {
             let value = match track {
@@ -476,6 +511,17 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-keep"));
+
+        // Only `proxy-connection` (a non-standard name) among ordinary ones.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("shop"));
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), [header::HOST]);
+        // Nothing to remove: left as it was.
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 2);
     }
 
     #[test]
