@@ -166,19 +166,8 @@ impl Connections {
         }
     }
 
-    async fn dial(address: &str) -> Result<TokioIo<TcpStream>, BoxError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-            .await
-            .map_err(|_| format!("connecting to {address} timed out"))??;
-        stream.set_nodelay(true)?;
-        // Finds upstreams that vanished while a connection sat idle.
-        socket2::SockRef::from(&stream)
-            .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))?;
-        Ok(TokioIo::new(stream))
-    }
-
     async fn connect_http1(&self, address: &str) -> Result<Lent, BoxError> {
-        let (sender, connection) = http1::handshake(Self::dial(address).await?).await?;
+        let (sender, connection) = http1::handshake(TokioIo::new(dial(address).await?)).await?;
         // Ends when the upstream closes the connection or the last sender is dropped.
         tokio::spawn(async move {
             if let Err(err) = connection.await {
@@ -189,7 +178,8 @@ impl Connections {
     }
 
     async fn connect_http2(&self, address: &str) -> Result<http2::SendRequest<Incoming>, BoxError> {
-        let (sender, connection) = http2::handshake(TokioExecutor::new(), Self::dial(address).await?).await?;
+        let (sender, connection) =
+            http2::handshake(TokioExecutor::new(), TokioIo::new(dial(address).await?)).await?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "upstream connection ended");
@@ -197,4 +187,16 @@ impl Connections {
         });
         Ok(sender)
     }
+}
+
+/// A TCP connection to an upstream, with the socket options every upstream connection gets.
+pub(crate) async fn dial(address: &str) -> Result<TcpStream, BoxError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+        .await
+        .map_err(|_| format!("connecting to {address} timed out"))??;
+    stream.set_nodelay(true)?;
+    // Finds upstreams that vanished while a connection sat idle.
+    socket2::SockRef::from(&stream)
+        .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))?;
+    Ok(stream)
 }

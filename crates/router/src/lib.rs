@@ -4,8 +4,10 @@
 //! connections, and per-version traffic statistics sent to the rollback service every
 //! `router.stats_interval_ms`. Routes come from the release service (see `source`).
 
+pub mod chunked;
 pub mod connections;
 pub mod health;
+pub mod http1;
 pub mod metrics;
 pub mod proxy;
 pub mod source;

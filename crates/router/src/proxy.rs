@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     connections::{Connections, Lent},
+    http1::{self, IdleConnections},
     table::{Balancing, Pool, Route, Routes, Upstream},
 };
 
@@ -44,7 +45,7 @@ pub type ProxyBody = Either<Tracked, Full<Bytes>>;
 pub struct Peer {
     ip: IpAddr,
     /// `x-forwarded-for` for requests that bring none, made once per connection.
-    forwarded_for: HeaderValue,
+    pub(crate) forwarded_for: HeaderValue,
 }
 
 impl Peer {
@@ -66,12 +67,35 @@ pub struct ProxySettings {
 
 pub struct Proxy {
     routes: Arc<Routes>,
+    /// Upstream connections of the hyper path (HTTP/2 clients, HTTP/2 upstreams).
     connections: Arc<Connections>,
-    settings: ProxySettings,
+    /// Upstream connections of the HTTP/1 path (`http1`).
+    pub(crate) idle: IdleConnections,
+    pub(crate) settings: ProxySettings,
+}
+
+/// Where a request goes: its route, track and upstream.
+pub struct Selection {
+    pub route: Arc<Route>,
+    pub track: Track,
+    pub pool: Arc<Pool>,
+    pub upstream: Arc<Upstream>,
+    /// The client gets a sticky cookie for `track` with the answer.
+    pub set_cookie: bool,
+}
+
+impl Selection {
+    /// The `Set-Cookie` value for the answer, if one is due.
+    pub fn cookie(&self) -> Option<&HeaderValue> {
+        self.set_cookie.then(|| match self.track {
+            Track::Stable => &self.route.set_cookie_stable,
+            Track::Canary => &self.route.set_cookie_canary,
+        })
+    }
 }
 
 /// Decrements an upstream's in-flight count when the response body is done (or dropped).
-pub struct InFlight(Arc<Upstream>);
+pub struct InFlight(pub(crate) Arc<Upstream>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -171,25 +195,34 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Track {
+pub enum Track {
     Stable,
     Canary,
 }
 
+/// The track an `x-rp-track` value forces.
+pub fn forced_track(value: &[u8]) -> Option<Track> {
+    match value {
+        b"canary" => Some(Track::Canary),
+        b"stable" => Some(Track::Stable),
+        _ => None,
+    }
+}
+
 fn cookie(headers: &HeaderMap, name: &str) -> Option<Track> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (key, value) = pair.trim().split_once('=')?;
-            (key == name).then_some(match value {
-                "canary" => Some(Track::Canary),
-                "stable" => Some(Track::Stable),
-                _ => None,
-            })?
-        })
+    cookie_track(headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes), name)
+}
+
+/// The track the sticky cookie `name` names in `Cookie` field values.
+pub fn cookie_track<'v>(values: impl Iterator<Item = &'v [u8]>, name: &str) -> Option<Track> {
+    values.filter_map(|v| std::str::from_utf8(v).ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        (key == name).then_some(match value {
+            "canary" => Some(Track::Canary),
+            "stable" => Some(Track::Stable),
+            _ => None,
+        })?
+    })
 }
 
 impl Proxy {
@@ -201,7 +234,50 @@ impl Proxy {
         http2: bool,
     ) -> Self {
         let connections = Arc::new(Connections::new(http2, idle_timeout, max_idle_per_host));
-        Self { routes, connections, settings }
+        let idle = IdleConnections::new(idle_timeout, max_idle_per_host);
+        Self { routes, connections, idle, settings }
+    }
+
+    /// Route, track and upstream for a request, or the router's own answer refusing it.
+    pub(crate) fn select(
+        &self,
+        host: &str,
+        path: &str,
+        forced: Option<Track>,
+        sticky: impl FnOnce(&str) -> Option<Track>,
+        started: Instant,
+    ) -> Result<Selection, (StatusCode, &'static str)> {
+        let table = self.routes.snapshot();
+        let route =
+            table.find(host, path).ok_or((StatusCode::NOT_FOUND, "no route for this host and path\n"))?;
+        let now = now_ms();
+        let (track, pool, set_cookie) = self
+            .choose(route, forced, sticky, now)
+            .ok_or((StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n"))?;
+        let Some(upstream) = pool.pick(self.settings.balancing, now) else {
+            pool.stats.record(503, started.elapsed());
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n"));
+        };
+        Ok(Selection { route: route.clone(), track, pool: pool.clone(), upstream, set_cookie })
+    }
+
+    /// Statistics and passive failure detection for an answer from the upstream.
+    pub(crate) fn answered(&self, selection: &Selection, status: u16, started: Instant) {
+        let upstream = &selection.upstream;
+        if matches!(status, 502..=504) {
+            self.failed(upstream);
+        } else if upstream.request_failures.load(Ordering::Relaxed) != 0 {
+            // Read first: a store on every request would bounce the line between threads.
+            upstream.request_failures.store(0, Ordering::Relaxed);
+        }
+        selection.pool.stats.record(status, started.elapsed());
+    }
+
+    /// Statistics and passive failure detection for an upstream that did not answer; the
+    /// router answers `status` in its place.
+    pub(crate) fn unanswered(&self, selection: &Selection, status: u16, started: Instant) {
+        self.failed(&selection.upstream);
+        selection.pool.stats.record(status, started.elapsed());
     }
 
     /// Chooses a track: the header, then the sticky cookie while both versions take traffic,
@@ -209,18 +285,14 @@ impl Proxy {
     fn choose<'a>(
         &self,
         route: &'a Route,
-        headers: &HeaderMap,
+        forced: Option<Track>,
+        sticky: impl FnOnce(&str) -> Option<Track>,
         now: u64,
     ) -> Option<(Track, &'a Arc<Pool>, bool)> {
         let weight = route.canary_weight;
         let split = route.stable.is_some() && route.canary.is_some() && weight > 0 && weight < 100;
-        let forced = headers.get(&TRACK).and_then(|v| v.to_str().ok()).and_then(|v| match v {
-            "canary" => Some(Track::Canary),
-            "stable" => Some(Track::Stable),
-            _ => None,
-        });
         // The cookie is only looked for while both versions take traffic.
-        let sticky = if split { cookie(headers, &route.sticky_cookie) } else { None };
+        let sticky = if split { sticky(&route.sticky_cookie) } else { None };
         let mut new_cookie = false;
         let wanted = match (forced, sticky) {
             (Some(track), _) => track,
@@ -262,7 +334,6 @@ impl Proxy {
         client: &Peer,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let table = self.routes.snapshot();
         // A header value is a cheap handle (shared bytes); a String would be one more allocation.
         let host_value = request
             .headers()
@@ -270,17 +341,14 @@ impl Proxy {
             .cloned()
             .or_else(|| request.uri().host().and_then(|host| HeaderValue::from_str(host).ok()));
         let host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let Some(route) = table.find(host, request.uri().path()) else {
-            return plain(StatusCode::NOT_FOUND, "no route for this host and path\n");
-        };
-        let now = now_ms();
-        let Some((track, pool, set_cookie)) = self.choose(route, request.headers(), now) else {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n");
-        };
-        let Some(upstream) = pool.pick(self.settings.balancing, now) else {
-            pool.stats.record(503, started.elapsed());
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n");
-        };
+        let forced = request.headers().get(&TRACK).and_then(|v| forced_track(v.as_bytes()));
+        let headers = request.headers();
+        let selection =
+            match self.select(host, request.uri().path(), forced, |name| cookie(headers, name), started) {
+                Ok(selection) => selection,
+                Err((status, message)) => return plain(status, message),
+            };
+        let (pool, upstream) = (&selection.pool, &selection.upstream);
 
         let path_and_query =
             request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -330,31 +398,20 @@ impl Proxy {
         .await;
         let mut response = match answer {
             Ok(Ok((response, connection))) => {
-                let status = response.status();
-                if matches!(status.as_u16(), 502..=504) {
-                    self.failed(&upstream);
-                } else {
-                    // Read first: a store on every request would bounce the line between threads.
-                    if upstream.request_failures.load(Ordering::Relaxed) != 0 {
-                        upstream.request_failures.store(0, Ordering::Relaxed);
-                    }
-                }
-                pool.stats.record(status.as_u16(), started.elapsed());
+                self.answered(&selection, response.status().as_u16(), started);
                 let connection = connection.map(|sender| (self.connections.clone(), sender));
                 response
                     .map(|body| Either::Left(Tracked { inner: body, in_flight, connection, ended: false }))
             }
             Ok(Err(err)) => {
                 drop(in_flight);
-                self.failed(&upstream);
                 tracing::debug!(upstream = %upstream.address, error = %err, "upstream request failed");
-                pool.stats.record(502, started.elapsed());
+                self.unanswered(&selection, 502, started);
                 plain(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
             }
             Err(_) => {
                 drop(in_flight);
-                self.failed(&upstream);
-                pool.stats.record(504, started.elapsed());
+                self.unanswered(&selection, 504, started);
                 plain(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n")
             }
         };
@@ -363,12 +420,8 @@ impl Proxy {
         if let Some(value) = &pool.version_header {
             headers.insert(VERSION, value.clone());
         }
-        if set_cookie {
-            let value = match track {
-                Track::Stable => &route.set_cookie_stable,
-                Track::Canary => &route.set_cookie_canary,
-            };
-            headers.append(header::SET_COOKIE, value.clone());
+        if let Some(cookie) = selection.cookie() {
+            headers.append(header::SET_COOKIE, cookie.clone());
         }
         response
     }
@@ -459,7 +512,7 @@ fn serve_on_this_thread(
         }
     };
     runtime.block_on(async move {
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let tasks = tokio_util::task::TaskTracker::new();
         loop {
             let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -469,19 +522,65 @@ fn serve_on_this_thread(
                 },
             };
             let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
-            let proxy = proxy.clone();
-            let peer = Arc::new(Peer::new(peer.ip()));
-            let service = hyper::service::service_fn(move |request| {
-                let (proxy, peer) = (proxy.clone(), peer.clone());
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, &peer).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-            tokio::spawn(graceful.watch(connection));
+            let (proxy, peer, shutdown) = (proxy.clone(), Peer::new(peer.ip()), shutdown.clone());
+            if proxy.connections.is_http2() {
+                // HTTP/2 upstreams: hyper on both sides, whichever version the client speaks.
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let service = service(proxy, Arc::new(peer));
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                tasks.spawn(until_done(connection, shutdown));
+            } else {
+                tasks.spawn(async move {
+                    if let http1::Served::Http2(stream) = http1::serve(&proxy, stream, &peer, &shutdown).await
+                    {
+                        let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                        let connection =
+                            builder.serve_connection(TokioIo::new(stream), service(proxy, Arc::new(peer)));
+                        until_done(connection, shutdown).await;
+                    }
+                });
+            }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+        // In-flight requests finish (bounded by the process grace period); idle connections close.
+        tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
     });
     let _ = done.send(());
+}
+
+/// The hyper service of one client connection.
+fn service(
+    proxy: Arc<Proxy>,
+    peer: Arc<Peer>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<ProxyBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |request| {
+        let (proxy, peer) = (proxy.clone(), peer.clone());
+        async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, &peer).await) }
+    })
+}
+
+/// Drives a hyper connection to its end, or to a graceful end once `shutdown` fires.
+async fn until_done<C>(connection: C, shutdown: CancellationToken)
+where
+    C: hyper_util::server::graceful::GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut connection = std::pin::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = ended {
+        tracing::debug!(error = %err, "client connection ended");
+    }
 }
 
 #[cfg(test)]

@@ -436,3 +436,273 @@ async fn http2_upstreams_carry_every_request_on_one_connection() {
     // `Connection: close` means nothing in HTTP/2: the one connection carries every request.
     upstream_connections_case(&h, 1).await;
 }
+
+/// An upstream speaking HTTP/1.1 byte for byte as scripted, to test framing the way the router
+/// sees it on the wire. `/chunked`, `/until-close`, `/no-content` and `/continue` answer what
+/// their names say; any other path answers the request it received (head and body) as its body.
+async fn scripted_upstream() -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(head_end) = read_until(&mut stream, &mut buf, 0, b"\r\n\r\n").await else {
+                        return;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                    let lower = head.to_ascii_lowercase();
+                    let length = lower
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    let body_end = if lower.contains("transfer-encoding: chunked") {
+                        // The bodies sent here end at their first empty line (no CRLFCRLF in data).
+                        match read_until(&mut stream, &mut buf, head_end, b"\r\n\r\n").await {
+                            Some(end) => end,
+                            None => return,
+                        }
+                    } else {
+                        while buf.len() < head_end + length {
+                            let mut more = [0u8; 4096];
+                            match stream.read(&mut more).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&more[..n]),
+                            }
+                        }
+                        head_end + length
+                    };
+                    let request: Vec<u8> = buf.drain(..body_end).collect();
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    let answer: Vec<u8> = match path.as_str() {
+                        "/chunked" => {
+                            b"HTTP/1.1 200 OK\r\nx-rp-version: spoofed\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                                .to_vec()
+                        }
+                        "/until-close" => b"HTTP/1.1 200 OK\r\n\r\nread until the end".to_vec(),
+                        "/no-content" => b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".to_vec(),
+                        "/continue" => {
+                            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
+                        }
+                        _ => {
+                            let mut answer =
+                                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", request.len()).into_bytes();
+                            if !head.starts_with("HEAD ") {
+                                answer.extend_from_slice(&request);
+                            }
+                            answer
+                        }
+                    };
+                    if stream.write_all(&answer).await.is_err() || path == "/until-close" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// Reads until `buf` holds `marker` at or after `from`; returns the offset just past it.
+async fn read_until(
+    stream: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    from: usize,
+    marker: &[u8],
+) -> Option<usize> {
+    use tokio::io::AsyncReadExt as _;
+    loop {
+        if let Some(at) = buf.get(from..).and_then(|b| b.windows(marker.len()).position(|w| w == marker)) {
+            return Some(from + at + marker.len());
+        }
+        let mut more = [0u8; 4096];
+        match tokio::time::timeout(WAIT, stream.read(&mut more)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) => buf.extend_from_slice(&more[..n]),
+        }
+    }
+}
+
+/// A raw client connection to the router.
+struct Raw {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+/// An answer as a raw client sees it: status, head (lower case) and body (de-chunked).
+#[derive(Debug)]
+struct RawAnswer {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(h: &Harness) -> Self {
+        Self { stream: tokio::net::TcpStream::connect(h.router.primary_addr).await.unwrap(), buf: Vec::new() }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt as _;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads one answer, framed by its head; `head_request` answers have no body.
+    async fn answer(&mut self, head_request: bool) -> RawAnswer {
+        use tokio::io::AsyncReadExt as _;
+        let end = read_until(&mut self.stream, &mut self.buf, 0, b"\r\n\r\n").await.expect("an answer head");
+        let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+        self.buf.drain(..end);
+        let status = head[9..12].parse().unwrap();
+        let header = |name: &str| head.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+        let body = if head_request || status == 204 || status == 100 {
+            Vec::new()
+        } else if header("transfer-encoding:") == Some("chunked") {
+            let mut body = Vec::new();
+            loop {
+                let line_end = read_until(&mut self.stream, &mut self.buf, 0, b"\r\n").await.unwrap();
+                let size = usize::from_str_radix(std::str::from_utf8(&self.buf[..line_end - 2]).unwrap(), 16)
+                    .unwrap();
+                self.buf.drain(..line_end);
+                while self.buf.len() < size + 2 {
+                    let mut more = [0u8; 4096];
+                    let n = self.stream.read(&mut more).await.unwrap();
+                    assert!(n > 0, "chunked body cut short");
+                    self.buf.extend_from_slice(&more[..n]);
+                }
+                if size == 0 {
+                    self.buf.drain(..2);
+                    break body;
+                }
+                body.extend(self.buf.drain(..size));
+                self.buf.drain(..2);
+            }
+        } else if let Some(length) = header("content-length:") {
+            let length: usize = length.parse().unwrap();
+            while self.buf.len() < length {
+                let mut more = [0u8; 4096];
+                let n = self.stream.read(&mut more).await.unwrap();
+                assert!(n > 0, "body cut short");
+                self.buf.extend_from_slice(&more[..n]);
+            }
+            self.buf.drain(..length).collect()
+        } else {
+            self.stream.read_to_end(&mut self.buf).await.unwrap();
+            std::mem::take(&mut self.buf)
+        };
+        RawAnswer { status, head, body }
+    }
+
+    /// Whether the router closed the connection (after any bytes still buffered).
+    async fn closed(&mut self) -> bool {
+        use tokio::io::AsyncReadExt as _;
+        let mut rest = Vec::new();
+        matches!(tokio::time::timeout(WAIT, self.stream.read_to_end(&mut rest)).await, Ok(Ok(0)))
+            && self.buf.is_empty()
+    }
+}
+
+#[tokio::test]
+async fn http1_messages_are_framed_as_the_rfc_says_on_both_sides() {
+    let h = harness(&[]).await;
+    let upstream = scripted_upstream().await;
+    h.route_to(None, ("1.0.0".into(), vec![upstream]), 100).await;
+    eventually(WAIT, "the route to the scripted upstream", || async {
+        let response = h.http.get(h.url("/ready")).send().await.ok()?;
+        (response.headers().get("x-rp-version")? == "1.0.0").then_some(())
+    })
+    .await;
+
+    // Pipelined requests on one connection, each answered in order: a chunked answer, a 204,
+    // a HEAD (no body follows its Content-Length) and a chunked request body.
+    let mut raw = Raw::connect(&h).await;
+    raw.send(
+        b"GET /chunked HTTP/1.1\r\nHost: shop\r\n\r\n\
+          GET /no-content HTTP/1.1\r\nHost: shop\r\n\r\n\
+          HEAD /head HTTP/1.1\r\nHost: shop\r\n\r\n\
+          POST /body HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nx-sum: 1\r\n\r\n",
+    )
+    .await;
+    let chunked = raw.answer(false).await;
+    assert_eq!((chunked.status, chunked.body.as_slice()), (200, &b"hello world"[..]), "{chunked:?}");
+    assert!(chunked.head.contains("x-rp-version: 1.0.0") && !chunked.head.contains("spoofed"), "{chunked:?}");
+    let no_content = raw.answer(false).await;
+    assert_eq!(no_content.status, 204);
+    let head = raw.answer(true).await;
+    assert_eq!(head.status, 200);
+    assert!(head.head.contains("content-length: "), "{head:?}");
+    let echoed = raw.answer(false).await;
+    let seen = String::from_utf8_lossy(&echoed.body).to_ascii_lowercase();
+    assert!(seen.starts_with("post /body http/1.1\r\n"), "{seen}");
+    assert!(
+        seen.ends_with("\r\n\r\n3;x=y\r\nabc\r\n0\r\nx-sum: 1\r\n\r\n"),
+        "the chunked body crosses as sent: {seen}"
+    );
+    assert!(seen.contains("transfer-encoding: chunked") && seen.contains("x-forwarded-for: 127.0.0.1"));
+
+    // Expect: 100-continue is answered by the router; the upstream never sees it.
+    raw.send(b"PUT /upload HTTP/1.1\r\nHost: shop\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        .await;
+    assert_eq!(raw.answer(false).await.status, 100);
+    raw.send(b"data").await;
+    let upload = raw.answer(false).await;
+    let seen = String::from_utf8_lossy(&upload.body).to_ascii_lowercase();
+    assert!(seen.ends_with("\r\n\r\ndata") && !seen.contains("expect"), "{seen}");
+    // An upstream's own 100 Continue is not passed on.
+    raw.send(b"GET /continue HTTP/1.1\r\nHost: shop\r\n\r\n").await;
+    let continued = raw.answer(false).await;
+    assert_eq!((continued.status, continued.body.as_slice()), (200, &b"ok"[..]));
+
+    // The absolute form: the upstream gets the origin form and the authority as Host.
+    raw.send(b"GET http://shop.example.com/abs?q=1 HTTP/1.1\r\nHost: ignored\r\n\r\n").await;
+    let seen = String::from_utf8_lossy(&raw.answer(false).await.body).to_ascii_lowercase();
+    assert!(seen.starts_with("get /abs?q=1 http/1.1\r\n"), "{seen}");
+    assert!(seen.contains("host: shop.example.com\r\n") && !seen.contains("ignored"), "{seen}");
+
+    // An answer delimited by the upstream closing ends the client's connection too.
+    raw.send(b"GET /until-close HTTP/1.1\r\nHost: shop\r\n\r\n").await;
+    let until_close = raw.answer(false).await;
+    assert!(until_close.head.contains("connection: close"), "{until_close:?}");
+    assert_eq!(until_close.body, b"read until the end");
+
+    // HTTP/1.0 clients get chunked answers without the framing, then the connection closes.
+    let mut old = Raw::connect(&h).await;
+    old.send(b"GET /chunked HTTP/1.0\r\nHost: shop\r\nConnection: keep-alive\r\n\r\n").await;
+    let answer = old.answer(false).await;
+    assert!(!answer.head.contains("transfer-encoding"), "{answer:?}");
+    assert_eq!(answer.body, b"hello world");
+
+    // Requests the router refuses, each with its status and a closed connection.
+    for (request, status) in [
+        (
+            &b"GET / HTTP/1.1\r\nHost: shop\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            400,
+        ),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: shop\r\nContent-Length: 1, 2\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"NOT HTTP AT ALL\r\n\r\n", 400),
+        (b"CONNECT shop:443 HTTP/1.1\r\nHost: shop:443\r\n\r\n", 405),
+    ] {
+        let mut raw = Raw::connect(&h).await;
+        raw.send(request).await;
+        let answer = raw.answer(false).await;
+        assert_eq!(answer.status, status, "{}", String::from_utf8_lossy(request));
+        assert!(answer.head.contains("connection: close"));
+        assert!(raw.closed().await, "{}", String::from_utf8_lossy(request));
+    }
+    let mut raw = Raw::connect(&h).await;
+    let huge = format!("GET / HTTP/1.1\r\nHost: shop\r\nx-big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    raw.send(huge.as_bytes()).await;
+    assert_eq!(raw.answer(false).await.status, 431);
+
+    // A malformed chunked body is refused and nothing after it is taken for a request.
+    let mut raw = Raw::connect(&h).await;
+    raw.send(b"POST /x HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").await;
+    assert_eq!(raw.answer(false).await.status, 400);
+    assert!(raw.closed().await);
+}
