@@ -187,10 +187,14 @@ pub async fn serve(proxy: &Proxy, stream: TcpStream, peer: &Peer, shutdown: &Can
         maybe_http2 = false;
         let keep_alive = match request {
             Request::Forward(plan) => proxy.exchange(&mut client, plan).await,
-            Request::Answer { head_len, status, message, keep_alive } => {
+            Request::Answer { head_len, status, message, keep_alive: true } => {
                 client.buf.advance(head_len);
-                write_plain(&mut client.out, status, message, !keep_alive);
-                client.stream.write_all(&client.out).await.is_ok() && keep_alive
+                write_plain(&mut client.out, status, message, false);
+                client.stream.write_all(&client.out).await.is_ok()
+            }
+            Request::Answer { status, message, keep_alive: false, .. } => {
+                client.refuse(status, message).await;
+                return Served::Closed;
             }
         };
         if !keep_alive || shutdown.is_cancelled() {
@@ -786,8 +790,12 @@ impl Client {
     /// Answers for an upstream that could not. Returns whether the connection can go on: not
     /// when part of the request's body may still be unread.
     async fn answer_failure(&mut self, status: StatusCode, message: &str, had_body: bool) -> bool {
-        write_plain(&mut self.out, status, message, had_body);
-        self.stream.write_all(&self.out).await.is_ok() && !had_body
+        if had_body {
+            self.refuse(status, message).await;
+            return false;
+        }
+        write_plain(&mut self.out, status, message, false);
+        self.stream.write_all(&self.out).await.is_ok()
     }
 }
 
