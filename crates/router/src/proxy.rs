@@ -511,6 +511,9 @@ fn serve_on_this_thread(
             return;
         }
     };
+    // Each idle client connection waits on the token, and a wait registers in a list behind the
+    // token's lock: one token per thread keeps that lock to its thread (the parent cancels it).
+    let shutdown = shutdown.child_token();
     runtime.block_on(async move {
         let tasks = tokio_util::task::TaskTracker::new();
         loop {
