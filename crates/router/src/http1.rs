@@ -136,8 +136,12 @@ impl UpstreamConnection {
 
 /// Serves one client connection until it closes, fails, idles out or the router shuts down.
 pub async fn serve(proxy: &Proxy, stream: TcpStream, peer: &Peer, shutdown: &CancellationToken) -> Served {
-    let mut client =
-        Client { stream, buf: BytesMut::with_capacity(READ_SIZE), out: Vec::with_capacity(1024) };
+    let mut client = Client {
+        stream,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        out: Vec::with_capacity(1024),
+        up: Vec::with_capacity(1024),
+    };
     // Until the first bytes rule it out, the connection may be HTTP/2 with prior knowledge.
     let mut maybe_http2 = true;
     loop {
@@ -150,7 +154,7 @@ pub async fn serve(proxy: &Proxy, stream: TcpStream, peer: &Peer, shutdown: &Can
                 }
             }
             if !maybe_http2 {
-                match proxy.parse_request(&client.buf, peer, &mut client.out) {
+                match proxy.parse_request(&client.buf, peer, &mut client.up) {
                     Parsed::Partial if client.buf.len() >= MAX_HEAD => {
                         client
                             .refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large\n")
@@ -209,7 +213,10 @@ pub async fn serve(proxy: &Proxy, stream: TcpStream, peer: &Peer, shutdown: &Can
 struct Client {
     stream: TcpStream,
     buf: BytesMut,
+    /// What goes to the client: answer heads and bodies.
     out: Vec<u8>,
+    /// What goes to the upstream: request heads and bodies.
+    up: Vec<u8>,
 }
 
 impl Client {
@@ -221,7 +228,14 @@ impl Client {
     /// Answers a request that cannot be served, then closes the connection.
     async fn refuse(&mut self, status: StatusCode, message: &str) {
         write_plain(&mut self.out, status, message, true);
-        if self.stream.write_all(&self.out).await.is_err() || self.stream.shutdown().await.is_err() {
+        if self.stream.write_all(&self.out).await.is_ok() {
+            self.linger().await;
+        }
+    }
+
+    /// Closes after an answer sent while the client may still be sending.
+    async fn linger(&mut self) {
+        if self.stream.shutdown().await.is_err() {
             return;
         }
         // A lingering close, as nginx's: closing with unread bytes would reset the connection,
@@ -243,7 +257,7 @@ enum Parsed {
 }
 
 enum Request {
-    /// A request for an upstream; its rewritten head is in the client's `out` buffer.
+    /// A request for an upstream; its rewritten head is in the client's `up` buffer.
     Forward(Plan),
     /// A request the router answers itself (no route, no upstream).
     Answer { head_len: usize, status: StatusCode, message: &'static str, keep_alive: bool },
@@ -414,20 +428,12 @@ enum AnswerParsed {
     Complete(usize, AnswerHead),
 }
 
-/// Why a request got no answer from its upstream.
-enum SendError {
-    /// The client went away while its body was being sent.
-    Client,
-    /// The client's chunked body is malformed.
-    BadBody,
-    Upstream(io::Error),
-}
-
 /// A body copy that failed on one side.
 enum RelayError {
     /// The source ended or failed mid-body.
     Read,
-    Write(io::Error),
+    /// The destination failed.
+    Write,
     Malformed,
 }
 
@@ -581,50 +587,38 @@ impl Proxy {
         let upstream = &plan.selection.upstream;
         upstream.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _in_flight = InFlight(upstream.clone());
-        let has_body = !matches!(plan.body, Framing::Empty);
-        if plan.expect_continue
-            && has_body
-            && client.buf.is_empty()
-            && client.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
-        {
-            return false;
+        if matches!(plan.body, Framing::Empty) {
+            self.exchange_bodiless(client, &plan).await
+        } else {
+            self.exchange_with_body(client, &plan).await
         }
-        let sent = tokio::time::timeout(self.settings.upstream_timeout, self.send(client, &plan)).await;
+    }
+
+    /// The common case, one step after the other: head out, answer head in, answer body out.
+    async fn exchange_bodiless(&self, client: &mut Client, plan: &Plan) -> bool {
+        let sent =
+            tokio::time::timeout(self.settings.upstream_timeout, self.send_bodiless(client, plan)).await;
         let (mut connection, answer) = match sent {
             Ok(Ok(sent)) => sent,
-            Ok(Err(SendError::Client)) => return false,
-            Ok(Err(SendError::BadBody)) => {
-                client.refuse(StatusCode::BAD_REQUEST, "malformed chunked body\n").await;
-                return false;
-            }
-            Ok(Err(SendError::Upstream(err))) => {
-                tracing::debug!(upstream = %upstream.address, error = %err, "upstream request failed");
+            Ok(Err(err)) => {
+                tracing::debug!(upstream = %plan.selection.upstream.address, error = %err, "upstream request failed");
                 self.unanswered(&plan.selection, 502, plan.started);
-                return client
-                    .answer_failure(StatusCode::BAD_GATEWAY, "upstream unavailable\n", has_body)
-                    .await;
+                return client.answer_failure(StatusCode::BAD_GATEWAY, "upstream unavailable\n", false).await;
             }
             Err(_) => {
                 self.unanswered(&plan.selection, 504, plan.started);
                 return client
-                    .answer_failure(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n", has_body)
+                    .answer_failure(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n", false)
                     .await;
             }
         };
         self.answered(&plan.selection, answer.status, plan.started);
-        let relayed = relay(
-            &mut connection.stream,
-            &mut connection.buf,
-            &mut client.stream,
-            &mut client.out,
-            answer.body,
-            answer.dechunk,
-        )
-        .await;
-        match relayed {
+        end_head(&mut client.out, answer.client_keep_alive, plan.http10);
+        let UpstreamConnection { stream, buf, .. } = &mut connection;
+        match relay(stream, buf, &mut client.stream, &mut client.out, answer.body, answer.dechunk).await {
             Ok(()) => {
                 if answer.upstream_reusable && connection.buf.is_empty() {
-                    self.idle.put(&upstream.address, connection);
+                    self.idle.put(&plan.selection.upstream.address, connection);
                 }
                 answer.client_keep_alive
             }
@@ -633,83 +627,144 @@ impl Proxy {
         }
     }
 
-    /// Sends the request (head in `client.out`, body from the client) and reads the answer's
-    /// head, rewritten into `client.out`.
-    async fn send(
+    /// Sends the head (in `client.up`) and reads the answer's head into `client.out`. A request
+    /// whose reused connection turns out closed before any answer goes once more on a new one.
+    async fn send_bodiless(
         &self,
         client: &mut Client,
         plan: &Plan,
-    ) -> Result<(UpstreamConnection, AnswerHead), SendError> {
+    ) -> io::Result<(UpstreamConnection, AnswerHead)> {
         let address = &plan.selection.upstream.address;
         let mut pooled = self.idle.checkout(address);
         loop {
             let reused = pooled.is_some();
             let mut connection = match pooled.take() {
                 Some(connection) => connection,
-                None => UpstreamConnection::connect(address).await.map_err(SendError::Upstream)?,
+                None => UpstreamConnection::connect(address).await?,
             };
-            let written = match plan.body {
-                // The head stays in `out` for a second attempt.
-                Framing::Empty => connection.stream.write_all(&client.out).await.map_err(RelayError::Write),
-                body => {
-                    relay(
-                        &mut client.stream,
-                        &mut client.buf,
-                        &mut connection.stream,
-                        &mut client.out,
-                        body,
-                        false,
-                    )
-                    .await
+            let UpstreamConnection { stream, buf, .. } = &mut connection;
+            let answer = match stream.write_all(&client.up).await {
+                Ok(()) => {
+                    read_answer_head(stream, buf, |buf| self.parse_answer(buf, plan, &mut client.out)).await
                 }
+                Err(err) => Err((false, err)),
             };
-            match written {
-                Ok(()) => {}
-                Err(RelayError::Write(_)) if reused && plan.retryable => continue,
-                Err(RelayError::Write(err)) => return Err(SendError::Upstream(err)),
-                Err(RelayError::Read) => return Err(SendError::Client),
-                Err(RelayError::Malformed) => return Err(SendError::BadBody),
-            }
-            match self.read_answer_head(&mut connection, plan, &mut client.out).await {
+            match answer {
                 Ok(answer) => return Ok((connection, answer)),
                 Err((false, _)) if reused && plan.retryable => continue,
-                Err((_, err)) => return Err(SendError::Upstream(err)),
+                Err((_, err)) => return Err(err),
             }
         }
     }
 
-    /// Reads the answer's head, skipping 1xx answers. An error says whether any byte came.
-    async fn read_answer_head(
-        &self,
-        connection: &mut UpstreamConnection,
-        plan: &Plan,
-        out: &mut Vec<u8>,
-    ) -> Result<AnswerHead, (bool, io::Error)> {
-        let mut received = false;
-        loop {
-            if !connection.buf.is_empty() {
-                received = true;
-                match self.parse_answer(&connection.buf, plan, out) {
-                    Ok(AnswerParsed::Complete(head_len, answer)) => {
-                        connection.buf.advance(head_len);
-                        return Ok(answer);
+    /// A request with a body: the body goes up while the answer comes down, as an upstream may
+    /// answer before it has read the whole body (a 405 or 413 at once, an echo as it reads). An
+    /// answer that comes before the body went in full closes both connections after it.
+    async fn exchange_with_body(&self, client: &mut Client, plan: &Plan) -> bool {
+        if plan.expect_continue
+            && client.buf.is_empty()
+            && client.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+        {
+            return false;
+        }
+        let address = &plan.selection.upstream.address;
+        let mut connection = match self.idle.checkout(address) {
+            Some(connection) => connection,
+            None => match UpstreamConnection::connect(address).await {
+                Ok(connection) => connection,
+                Err(err) => {
+                    tracing::debug!(upstream = %address, error = %err, "upstream connection failed");
+                    self.unanswered(&plan.selection, 502, plan.started);
+                    return client
+                        .answer_failure(StatusCode::BAD_GATEWAY, "upstream unavailable\n", true)
+                        .await;
+                }
+            },
+        };
+        let body_sent = std::sync::atomic::AtomicBool::new(false);
+        let outcome = {
+            let (mut client_read, mut client_write) = client.stream.split();
+            let UpstreamConnection { stream, buf: upstream_buf, .. } = &mut connection;
+            let (mut upstream_read, mut upstream_write) = stream.split();
+            let (client_buf, up, out) = (&mut client.buf, &mut client.up, &mut client.out);
+            let sending = async {
+                let sent =
+                    relay(&mut client_read, client_buf, &mut upstream_write, up, plan.body, false).await;
+                if sent.is_ok() {
+                    body_sent.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                sent
+            };
+            let answering = async {
+                let head = read_answer_head(&mut upstream_read, upstream_buf, |buf| {
+                    self.parse_answer(buf, plan, out)
+                });
+                let answer = match tokio::time::timeout(self.settings.upstream_timeout, head).await {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err((_, err))) => return Outcome::NoAnswer(StatusCode::BAD_GATEWAY, Some(err)),
+                    Err(_) => return Outcome::NoAnswer(StatusCode::GATEWAY_TIMEOUT, None),
+                };
+                self.answered(&plan.selection, answer.status, plan.started);
+                let complete = body_sent.load(std::sync::atomic::Ordering::Relaxed);
+                let keep_alive = answer.client_keep_alive && complete;
+                end_head(out, keep_alive, plan.http10);
+                let relayed = relay(
+                    &mut upstream_read,
+                    upstream_buf,
+                    &mut client_write,
+                    out,
+                    answer.body,
+                    answer.dechunk,
+                )
+                .await;
+                Outcome::Answered {
+                    keep_alive,
+                    reusable: relayed.is_ok() && complete && answer.upstream_reusable,
+                    relayed: relayed.is_ok(),
+                }
+            };
+            let (mut sending, mut answering) = (std::pin::pin!(sending), std::pin::pin!(answering));
+            let mut sending_over = false;
+            loop {
+                tokio::select! {
+                    outcome = &mut answering => break outcome,
+                    sent = &mut sending, if !sending_over => {
+                        sending_over = true;
+                        match sent {
+                            // The upstream stopped reading: its answer may be on the way.
+                            Ok(()) | Err(RelayError::Write) => {}
+                            Err(RelayError::Read) => break Outcome::ClientGone,
+                            Err(RelayError::Malformed) => break Outcome::BadBody,
+                        }
                     }
-                    Ok(AnswerParsed::Informational(head_len)) => {
-                        connection.buf.advance(head_len);
-                        continue;
-                    }
-                    Ok(AnswerParsed::Partial) if connection.buf.len() < MAX_HEAD => {}
-                    Ok(AnswerParsed::Partial) => {
-                        return Err((true, io::Error::other("answer head too large")));
-                    }
-                    Err(message) => return Err((true, io::Error::other(message))),
                 }
             }
-            connection.buf.reserve(READ_SIZE);
-            match connection.stream.read_buf(&mut connection.buf).await {
-                Ok(0) => return Err((received, io::ErrorKind::UnexpectedEof.into())),
-                Ok(_) => {}
-                Err(err) => return Err((received, err)),
+        };
+        match outcome {
+            Outcome::Answered { keep_alive, reusable, relayed } => {
+                if reusable && connection.buf.is_empty() {
+                    self.idle.put(address, connection);
+                }
+                if relayed && !keep_alive {
+                    // The answer came before the whole body: the rest may still be on its way.
+                    client.linger().await;
+                }
+                relayed && keep_alive
+            }
+            Outcome::NoAnswer(status, err) => {
+                tracing::debug!(upstream = %address, error = ?err, "upstream request failed");
+                self.unanswered(&plan.selection, status.as_u16(), plan.started);
+                let message = if status == StatusCode::GATEWAY_TIMEOUT {
+                    "upstream timed out\n"
+                } else {
+                    "upstream unavailable\n"
+                };
+                client.answer_failure(status, message, true).await
+            }
+            Outcome::ClientGone => false,
+            Outcome::BadBody => {
+                client.refuse(StatusCode::BAD_REQUEST, "malformed chunked body\n").await;
+                false
             }
         }
     }
@@ -773,12 +828,7 @@ impl Proxy {
         if let Some(cookie) = selection.cookie() {
             write_field(out, b"set-cookie", cookie.as_bytes());
         }
-        if !client_keep_alive {
-            out.extend_from_slice(b"connection: close\r\n");
-        } else if plan.http10 {
-            out.extend_from_slice(b"connection: keep-alive\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        // `end_head` ends it, once the client connection's fate is known.
         Ok(AnswerParsed::Complete(
             head_len,
             AnswerHead { status, body, dechunk, upstream_reusable, client_keep_alive },
@@ -799,13 +849,65 @@ impl Client {
     }
 }
 
+/// Reads an answer's head with `parse`, skipping 1xx answers. An error says whether any byte
+/// came.
+async fn read_answer_head(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    mut parse: impl FnMut(&[u8]) -> Result<AnswerParsed, &'static str>,
+) -> Result<AnswerHead, (bool, io::Error)> {
+    let mut received = false;
+    loop {
+        if !buf.is_empty() {
+            received = true;
+            match parse(buf) {
+                Ok(AnswerParsed::Complete(head_len, answer)) => {
+                    buf.advance(head_len);
+                    return Ok(answer);
+                }
+                Ok(AnswerParsed::Informational(head_len)) => {
+                    buf.advance(head_len);
+                    continue;
+                }
+                Ok(AnswerParsed::Partial) if buf.len() < MAX_HEAD => {}
+                Ok(AnswerParsed::Partial) => return Err((true, io::Error::other("answer head too large"))),
+                Err(message) => return Err((true, io::Error::other(message))),
+            }
+        }
+        buf.reserve(READ_SIZE);
+        match stream.read_buf(buf).await {
+            Ok(0) => return Err((received, io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {}
+            Err(err) => return Err((received, err)),
+        }
+    }
+}
+
+/// Ends an answer head in `out` with the client connection's fate.
+fn end_head(out: &mut Vec<u8>, keep_alive: bool, http10: bool) {
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a request with a body ended.
+enum Outcome {
+    Answered { keep_alive: bool, reusable: bool, relayed: bool },
+    NoAnswer(StatusCode, Option<io::Error>),
+    ClientGone,
+    BadBody,
+}
+
 /// Copies one body from `source` (what was already read of it is in `source_buf`) to
 /// `destination`, after the head waiting in `out`. Leaves bytes that follow the body in
 /// `source_buf`. `dechunk` sends only the data of a chunked body.
 async fn relay(
-    source: &mut TcpStream,
+    source: &mut (impl AsyncRead + Unpin),
     source_buf: &mut BytesMut,
-    destination: &mut TcpStream,
+    destination: &mut (impl AsyncWrite + Unpin),
     out: &mut Vec<u8>,
     mut framing: Framing,
     dechunk: bool,
@@ -839,7 +941,7 @@ async fn relay(
             }
         };
         if !out.is_empty() {
-            destination.write_all(out).await.map_err(RelayError::Write)?;
+            destination.write_all(out).await.map_err(|_| RelayError::Write)?;
             out.clear();
         }
         if done {

@@ -439,14 +439,18 @@ async fn http2_upstreams_carry_every_request_on_one_connection() {
 
 /// An upstream speaking HTTP/1.1 byte for byte as scripted, to test framing the way the router
 /// sees it on the wire. `/chunked`, `/until-close`, `/no-content` and `/continue` answer what
-/// their names say; any other path answers the request it received (head and body) as its body.
-async fn scripted_upstream() -> String {
+/// their names say, `POST /early` answers 413 and reads nothing more until `release` is
+/// notified; any other path answers the request it received (head and body) as its body.
+async fn scripted_upstream() -> (String, Arc<tokio::sync::Notify>) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let released = release.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else { return };
+            let released = released.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -455,6 +459,17 @@ async fn scripted_upstream() -> String {
                     };
                     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
                     let lower = head.to_ascii_lowercase();
+                    if head.starts_with("POST /early ") {
+                        // Refuses the body at once and reads none of it for a while: a proxy that
+                        // sends the whole body before it reads the answer waits forever.
+                        let refusal = b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                        let _ = stream.write_all(refusal).await;
+                        released.notified().await;
+                        let _ = stream.shutdown().await;
+                        let mut sink = [0u8; 65536];
+                        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                        return;
+                    }
                     let length = lower
                         .lines()
                         .find_map(|l| l.strip_prefix("content-length: "))
@@ -503,7 +518,7 @@ async fn scripted_upstream() -> String {
             });
         }
     });
-    address
+    (address, release)
 }
 
 /// Reads until `buf` holds `marker` at or after `from`; returns the offset just past it.
@@ -608,7 +623,7 @@ impl Raw {
 #[tokio::test]
 async fn http1_messages_are_framed_as_the_rfc_says_on_both_sides() {
     let h = harness(&[]).await;
-    let upstream = scripted_upstream().await;
+    let (upstream, release) = scripted_upstream().await;
     h.route_to(None, ("1.0.0".into(), vec![upstream]), 100).await;
     eventually(WAIT, "the route to the scripted upstream", || async {
         let response = h.http.get(h.url("/ready")).send().await.ok()?;
@@ -699,6 +714,34 @@ async fn http1_messages_are_framed_as_the_rfc_says_on_both_sides() {
     let huge = format!("GET / HTTP/1.1\r\nHost: shop\r\nx-big: {}\r\n\r\n", "a".repeat(70 * 1024));
     raw.send(huge.as_bytes()).await;
     assert_eq!(raw.answer(false).await.status, 431);
+
+    // An upstream that answers before reading the body: its answer reaches the client, whose
+    // connection then closes (the rest of its body was never read).
+    let mut raw = Raw::connect(&h).await;
+    // More than the socket buffers between client, router and upstream can hold.
+    raw.send(b"POST /early HTTP/1.1\r\nHost: shop\r\nContent-Length: 64000000\r\n\r\n").await;
+    let (mut reader, mut writer) = raw.stream.into_split();
+    let body = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        let _ = writer.write_all(&vec![1u8; 64_000_000]).await;
+        writer
+    });
+    let mut received = Vec::new();
+    let end = loop {
+        use tokio::io::AsyncReadExt as _;
+        let mut more = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, reader.read(&mut more)).await.expect("an answer in time").unwrap();
+        assert!(n > 0, "the answer came: {}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&more[..n]);
+        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+    };
+    let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 413 "), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    body.abort();
+    release.notify_one();
 
     // A malformed chunked body is refused and nothing after it is taken for a request.
     let mut raw = Raw::connect(&h).await;
