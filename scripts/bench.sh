@@ -272,7 +272,7 @@ NGINX
   # µs of CPU per request: ticks before, ticks after, rps over 10 s.
   per_request() { python3 -c "print(f'{($2 - $1) / $(getconf CLK_TCK) / ($3 * 10) * 1e6:.1f}')"; }
   local rounds=()
-  for round in 1 2 3; do
+  for round in 1 2 3 4 5; do
     local before after
     before="$(cpu_ticks "${nginx_processes[@]}")"
     read -r n_rps n_p50 n_p99 n_err <<<"$(wrk_run "http://127.0.0.1:$ng/" 10)"
@@ -294,7 +294,7 @@ rounds = json.loads(f"[{rounds}]")
 med = lambda who, key: statistics.median(r[who][key] for r in rounds)
 report = {
   "benchmark": "router-vs-nginx", "date": datetime.datetime.utcnow().isoformat() + "Z",
-  "setup": "two demo-app upstreams (1.0.0, 2.0.0), 90/10 weighted split, keep-alive to upstreams, wrk -t2 -c64 10 s x 3 rounds, medians",
+  "setup": "two demo-app upstreams (1.0.0, 2.0.0), 90/10 weighted split, keep-alive to upstreams, wrk -t2 -c64 10 s x 5 alternating rounds, medians",
   "nginx_version": version, "canary_share_of_400_requests_through_router": int(canary) / 400,
   "rounds": rounds,
   "median": {w: {k: med(w, k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")} for w in ("nginx", "router")},
