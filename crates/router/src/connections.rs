@@ -31,19 +31,64 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// response body has ended.
 pub type Lent = http1::SendRequest<Incoming>;
 
-struct Idle {
-    sender: Lent,
-    since: Instant,
+/// Idle keep-alive connections per upstream address, most recently used last, at most
+/// `max_per_upstream` each, forgotten after `idle_timeout`. Shared by both request paths
+/// (`Connections` here, `http1::IdleConnections`). The lock is only ever taken by the owning
+/// proxy thread (it is here because hyper's server wants `Send` services).
+pub struct IdleLists<T> {
+    lists: Mutex<HashMap<String, Vec<(T, Instant)>>>,
+    idle_timeout: Duration,
+    max_per_upstream: usize,
+}
+
+impl<T> IdleLists<T> {
+    pub fn new(idle_timeout: Duration, max_per_upstream: usize) -> Self {
+        Self { lists: Mutex::new(HashMap::new()), idle_timeout, max_per_upstream }
+    }
+
+    /// The most recently returned connection to `address` that is not too old and `usable`;
+    /// the others met on the way are dropped.
+    pub fn take(&self, address: &str, mut usable: impl FnMut(&mut T) -> bool) -> Option<T> {
+        let mut lists = self.lists.lock().expect("idle connections lock");
+        let list = lists.get_mut(address)?;
+        while let Some((mut candidate, since)) = list.pop() {
+            if since.elapsed() < self.idle_timeout && usable(&mut candidate) {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    /// Keeps `connection` for the next request to `address`; when the list is full, first
+    /// forgets connections that idled too long or are no longer `usable`.
+    pub fn put(&self, address: &str, connection: T, usable: impl Fn(&T) -> bool) {
+        let mut lists = self.lists.lock().expect("idle connections lock");
+        let list = match lists.get_mut(address) {
+            Some(list) => list,
+            None => lists.entry(address.to_owned()).or_default(),
+        };
+        if list.len() >= self.max_per_upstream {
+            let timeout = self.idle_timeout;
+            list.retain(|(c, since)| since.elapsed() < timeout && usable(c));
+            if list.len() >= self.max_per_upstream {
+                return;
+            }
+        }
+        list.push((connection, Instant::now()));
+    }
+
+    /// Idle connections kept for `address` (for tests and the admin view).
+    pub fn count(&self, address: &str) -> usize {
+        self.lists.lock().expect("idle connections lock").get(address).map_or(0, Vec::len)
+    }
 }
 
 /// The upstream connections of one proxy thread. The locks are never contended: only the
 /// owning thread takes them (they are here because hyper's server wants `Send` services).
 pub struct Connections {
     http2: bool,
-    idle_timeout: Duration,
-    max_idle_per_upstream: usize,
-    /// HTTP/1: idle connections per upstream address, most recently used last.
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    /// HTTP/1: idle connections per upstream address.
+    idle: IdleLists<Lent>,
     /// HTTP/2 (prior knowledge): one multiplexed connection per upstream address.
     multiplexed: Mutex<HashMap<String, http2::SendRequest<Incoming>>>,
 }
@@ -52,9 +97,7 @@ impl Connections {
     pub fn new(http2: bool, idle_timeout: Duration, max_idle_per_upstream: usize) -> Self {
         Self {
             http2,
-            idle_timeout,
-            max_idle_per_upstream,
-            idle: Mutex::new(HashMap::new()),
+            idle: IdleLists::new(idle_timeout, max_idle_per_upstream),
             multiplexed: Mutex::new(HashMap::new()),
         }
     }
@@ -97,39 +140,18 @@ impl Connections {
 
     /// Returns a connection whose response body has ended.
     pub fn put(&self, address: &str, sender: Lent) {
-        if sender.is_closed() {
-            return;
+        if !sender.is_closed() {
+            self.idle.put(address, sender, |c| !c.is_closed());
         }
-        let mut idle = self.idle.lock().expect("connections lock");
-        let list = match idle.get_mut(address) {
-            Some(list) => list,
-            None => idle.entry(address.to_owned()).or_default(),
-        };
-        if list.len() >= self.max_idle_per_upstream {
-            // Make room by forgetting connections that closed or idled too long.
-            let timeout = self.idle_timeout;
-            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
-            if list.len() >= self.max_idle_per_upstream {
-                return;
-            }
-        }
-        list.push(Idle { sender, since: Instant::now() });
     }
 
     fn checkout(&self, address: &str) -> Option<Lent> {
-        let mut idle = self.idle.lock().expect("connections lock");
-        let list = idle.get_mut(address)?;
-        while let Some(candidate) = list.pop() {
-            if !candidate.sender.is_closed() && candidate.since.elapsed() < self.idle_timeout {
-                return Some(candidate.sender);
-            }
-        }
-        None
+        self.idle.take(address, |c| !c.is_closed())
     }
 
     /// Idle HTTP/1 connections kept for `address` (for tests and the admin view).
     pub fn idle_count(&self, address: &str) -> usize {
-        self.idle.lock().expect("connections lock").get(address).map_or(0, Vec::len)
+        self.idle.count(address)
     }
 
     async fn send_http2(

@@ -12,10 +12,8 @@
 //! answer without either is read until the upstream closes.
 
 use std::{
-    collections::HashMap,
     io::{self, Write as _},
     pin::Pin,
-    sync::Mutex,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -30,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     chunked::Chunked,
+    connections::IdleLists,
     proxy::{InFlight, Peer, Proxy, Selection, cookie_track, forced_track},
 };
 
@@ -68,61 +67,35 @@ pub enum Served {
 pub struct UpstreamConnection {
     stream: TcpStream,
     buf: BytesMut,
-    idle_since: Instant,
 }
 
 /// The idle upstream connections of one proxy thread (see `proxy::serve`): a request takes the
-/// most recently used one and gives it back when its answer has ended cleanly. The lock is only
-/// ever taken by the owning thread.
-pub struct IdleConnections {
-    idle: Mutex<HashMap<String, Vec<UpstreamConnection>>>,
-    idle_timeout: Duration,
-    max_idle_per_upstream: usize,
-}
+/// most recently used one and gives it back when its answer has ended cleanly.
+pub struct IdleConnections(IdleLists<UpstreamConnection>);
 
 impl IdleConnections {
     pub fn new(idle_timeout: Duration, max_idle_per_upstream: usize) -> Self {
-        Self { idle: Mutex::new(HashMap::new()), idle_timeout, max_idle_per_upstream }
+        Self(IdleLists::new(idle_timeout, max_idle_per_upstream))
     }
 
     fn checkout(&self, address: &str) -> Option<UpstreamConnection> {
-        let mut idle = self.idle.lock().expect("idle connections lock");
-        let list = idle.get_mut(address)?;
-        while let Some(mut candidate) = list.pop() {
-            if candidate.idle_since.elapsed() < self.idle_timeout && candidate.is_open() {
-                return Some(candidate);
-            }
-        }
-        None
+        self.0.take(address, UpstreamConnection::is_open)
     }
 
-    fn put(&self, address: &str, mut connection: UpstreamConnection) {
-        connection.idle_since = Instant::now();
-        let mut idle = self.idle.lock().expect("idle connections lock");
-        let list = match idle.get_mut(address) {
-            Some(list) => list,
-            None => idle.entry(address.to_owned()).or_default(),
-        };
-        if list.len() >= self.max_idle_per_upstream {
-            let timeout = self.idle_timeout;
-            list.retain(|c| c.idle_since.elapsed() < timeout);
-            if list.len() >= self.max_idle_per_upstream {
-                return;
-            }
-        }
-        list.push(connection);
+    fn put(&self, address: &str, connection: UpstreamConnection) {
+        self.0.put(address, connection, |_| true);
     }
 
     /// Idle connections kept for `address` (for tests and the admin view).
     pub fn count(&self, address: &str) -> usize {
-        self.idle.lock().expect("idle connections lock").get(address).map_or(0, Vec::len)
+        self.0.count(address)
     }
 }
 
 impl UpstreamConnection {
     async fn connect(address: &str) -> io::Result<Self> {
         let stream = crate::connections::dial(address).await.map_err(io::Error::other)?;
-        Ok(Self { stream, buf: BytesMut::with_capacity(READ_SIZE), idle_since: Instant::now() })
+        Ok(Self { stream, buf: BytesMut::with_capacity(READ_SIZE) })
     }
 
     /// Whether an idle connection is still usable: the upstream neither closed it nor sent

@@ -217,11 +217,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<Track> {
 pub fn cookie_track<'v>(values: impl Iterator<Item = &'v [u8]>, name: &str) -> Option<Track> {
     values.filter_map(|v| std::str::from_utf8(v).ok()).flat_map(|v| v.split(';')).find_map(|pair| {
         let (key, value) = pair.trim().split_once('=')?;
-        (key == name).then_some(match value {
-            "canary" => Some(Track::Canary),
-            "stable" => Some(Track::Stable),
-            _ => None,
-        })?
+        (key == name).then(|| forced_track(value.as_bytes()))?
     })
 }
 
