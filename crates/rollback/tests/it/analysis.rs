@@ -222,8 +222,12 @@ async fn an_alertmanager_alert_about_the_canary_rolls_it_back() {
     assert_eq!((ours.alerts, ours.matched), (1, 1));
     let rolled = stack.wait_state(&deployment.id, "rolled_back").await;
     assert!(rolled.failure_reason.starts_with("alert firing"), "{}", rolled.failure_reason);
-    let rollbacks = stack.rollbacks().await;
-    assert_eq!(rollbacks[0].trigger, "alert firing");
+    // The rollback's record is written after the state change (traffic first, then the state,
+    // then the record), so it may arrive a moment later.
+    let rollback =
+        eventually(WAIT, "the rollback record", || async { stack.rollbacks().await.into_iter().next() })
+            .await;
+    assert_eq!(rollback.trigger, "alert firing");
 }
 
 /// A rollback replica in its own runtime, so it can die without cleaning up: no lease is
