@@ -94,6 +94,7 @@ impl Config {
             "database.min_connections must not exceed database.max_connections",
         )?;
         rule(self.database.max_connections > 0, "database.max_connections must be positive")?;
+        rule(self.database.read_connections <= 1000, "database.read_connections must be at most 1000")?;
         if let Some(url) = &self.database.url {
             rule(
                 url.expose().starts_with("postgres://") || url.expose().starts_with("postgresql://"),
@@ -176,6 +177,9 @@ pub struct DatabaseConfig {
     pub idle_timeout_secs: u64,
     pub connect_timeout_secs: u64,
     pub acquire_timeout_secs: u64,
+    /// PostgreSQL only: connections (beside the pool) for the hottest read-only statements,
+    /// such as a page of releases; 0 runs them on the pool.
+    pub read_connections: u32,
     /// Apply pending migrations when a service starts (otherwise run `release-pilot migrate`).
     pub run_migrations: bool,
 }
@@ -191,6 +195,7 @@ impl Default for DatabaseConfig {
             idle_timeout_secs: 10,
             connect_timeout_secs: 5,
             acquire_timeout_secs: 5,
+            read_connections: 4,
             run_migrations: true,
         }
     }

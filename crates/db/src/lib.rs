@@ -11,7 +11,10 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+pub use reads::ReadPool;
 pub use sea_orm;
+
+mod reads;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -36,6 +39,9 @@ pub struct Database {
     pub conn: DatabaseConnection,
     pub service: &'static str,
     pub backend: Backend,
+    /// On PostgreSQL (unless `database.read_connections` is 0): connections for the hottest
+    /// read-only statements, without sqlx's round trip on every release (see [`ReadPool`]).
+    pub reads: Option<ReadPool>,
 }
 
 /// Opens (creating if needed) the database of `service`.
@@ -91,7 +97,21 @@ pub async fn connect(config: &Config, service: &'static str) -> Result<Database,
         }
     }
     let conn = sea_orm::Database::connect(options).await.map_err(connect_err)?;
-    Ok(Database { conn, service, backend })
+    let reads = match (&backend, &db.url) {
+        (Backend::Postgres { schema }, Some(url)) if db.read_connections > 0 => Some(
+            ReadPool::new(
+                url.expose(),
+                schema,
+                &format!("release-pilot-{service}-reads"),
+                db.read_connections as usize,
+                Duration::from_secs(db.connect_timeout_secs),
+                Duration::from_secs(db.acquire_timeout_secs),
+            )
+            .map_err(connect_err)?,
+        ),
+        _ => None,
+    };
+    Ok(Database { conn, service, backend, reads })
 }
 
 /// Pooled connections idle at least this long are pinged before use.

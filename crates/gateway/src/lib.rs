@@ -10,6 +10,7 @@
 mod clients;
 pub mod dto;
 mod extract;
+mod json;
 pub mod middleware;
 pub mod problem;
 mod routes;
@@ -17,13 +18,15 @@ mod routes;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
-    Json, Router,
+    Router,
     extract::Request,
     http::{HeaderValue, Method, StatusCode, header},
     middleware::{Next, from_fn, from_fn_with_state},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
+
+use crate::json::Json;
 use futures::FutureExt as _;
 use rp_config::Config;
 use rp_runtime::{AdminState, CancellationToken, Health, Listeners, RunningService};

@@ -107,6 +107,7 @@ impl TestEnv {
         // Small pools: many tests share one PostgreSQL server.
         set("RP_DATABASE__MIN_CONNECTIONS", "1");
         set("RP_DATABASE__MAX_CONNECTIONS", "5");
+        set("RP_DATABASE__READ_CONNECTIONS", "2");
         set("RP_OUTBOX__POLL_INTERVAL_MS", "200");
         set("RP_SHUTDOWN__GRACE_PERIOD_SECS", "5");
         if backend == Backend::Distributed {

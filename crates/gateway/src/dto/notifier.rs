@@ -91,7 +91,9 @@ pub struct Channel {
     pub disabled_reason: Option<String>,
     /// Signing secrets in use (webhooks): 1, or 2 while a rotated one still signs beside the new.
     pub active_signing_secrets: i32,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub created_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -293,6 +295,7 @@ pub struct DeliveryAttempt {
     pub id: String,
     pub delivery_id: String,
     pub attempt: i32,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub started_at: Option<DateTime<Utc>>,
     /// From sending to the answer.
     pub latency_ms: i64,
@@ -349,9 +352,12 @@ pub struct Delivery {
     /// Events suppressed or de-duplicated instead of joining this message.
     pub suppressed_events: i32,
     pub attempts: i32,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub created_at: Option<DateTime<Utc>>,
     /// When the next attempt is due (grouping: when the group is sent).
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub due_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub delivered_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub last_status_code: Option<i32>,
@@ -577,7 +583,9 @@ pub struct RoutingRule {
     pub group_by: Vec<String>,
     /// No later rule applies to an event this one matched.
     pub stop: bool,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub created_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -759,7 +767,9 @@ pub struct EscalationPolicy {
     pub apps: Vec<String>,
     pub environments: Vec<String>,
     pub levels: Vec<EscalationLevel>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub created_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -883,6 +893,7 @@ impl EscalationStatus {
 pub struct EscalationStep {
     pub level: i32,
     pub name: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub fired_at: Option<DateTime<Utc>>,
     pub delivery_ids: Vec<String>,
 }
@@ -902,10 +913,14 @@ pub struct Escalation {
     pub status: String,
     pub levels_fired: i32,
     pub levels: i32,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub next_level_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub created_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub acknowledged_by: Option<String>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub resolved_at: Option<DateTime<Utc>>,
     pub steps: Vec<EscalationStep>,
 }

@@ -512,6 +512,7 @@ pub struct Policy {
     /// True when no policy was set and the built-in defaults apply.
     pub default: bool,
     /// When the policy was last set; null for the defaults.
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub updated_at: Option<DateTime<Utc>>,
 }
 

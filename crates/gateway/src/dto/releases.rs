@@ -249,6 +249,7 @@ pub struct Environment {
     /// Roles whose members may approve (never their own deployment).
     pub approver_roles: Vec<Role>,
     pub quality_thresholds: Vec<QualityThreshold>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub created_at: Option<DateTime<Utc>>,
 }
 
@@ -483,6 +484,7 @@ pub struct Target {
     pub canary_steps: CanarySteps,
     /// Whether webhook calls are signed (the secret itself is never returned).
     pub has_secret: bool,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -751,6 +753,7 @@ pub struct Commit {
     #[serde(default)]
     #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub author: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub timestamp: Option<DateTime<Utc>>,
 }
 
@@ -883,6 +886,7 @@ pub struct QualityCheck {
     pub value: Option<f64>,
     pub url: Option<String>,
     pub reported_by: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub reported_at: Option<DateTime<Utc>>,
 }
 
@@ -918,6 +922,7 @@ pub struct Release {
     /// The latest result of each check.
     pub quality_checks: Vec<QualityCheck>,
     pub created_by: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub created_at: Option<DateTime<Utc>>,
 }
 
@@ -951,6 +956,7 @@ pub struct ReleaseSummary {
     pub artifact_digest: Option<String>,
     pub commit_count: usize,
     pub created_by: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub created_at: Option<DateTime<Utc>>,
 }
 
@@ -1058,7 +1064,9 @@ pub struct DeploymentStep {
     pub analysis: bool,
     /// `pending`, `running`, `completed` or `skipped`.
     pub status: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub completed_at: Option<DateTime<Utc>>,
 }
 
@@ -1069,6 +1077,7 @@ pub struct Approval {
     #[schema(value_type = ApprovalDecision)]
     pub decision: String,
     pub comment: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -1097,10 +1106,14 @@ pub struct Deployment {
     pub approvals: Vec<Approval>,
     pub required_approvals: i32,
     pub created_by: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub created_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub finished_at: Option<DateTime<Utc>>,
     /// When the engine acts next (end of a hold, lease expiry).
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub next_action_at: Option<DateTime<Utc>>,
     pub failure_reason: Option<String>,
     /// Increases with every change; send it as `If-Match` to act only on what you saw.
@@ -1338,6 +1351,7 @@ pub struct StatusEntry {
     pub environment: String,
     /// The version serving (last succeeded deployment); null before the first.
     pub version: Option<String>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub deployed_at: Option<DateTime<Utc>>,
     /// The deployment in flight, if any.
     pub active: Option<Deployment>,
@@ -1382,7 +1396,9 @@ pub struct FreezeWindow {
     pub id: String,
     /// Null: every environment.
     pub environment: Option<String>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub starts_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub ends_at: Option<DateTime<Utc>>,
     pub reason: String,
     pub created_by: String,
@@ -1466,6 +1482,7 @@ pub struct FreezeWindowQuery {
 pub struct AuditEntry {
     pub sequence: i64,
     pub id: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub at: Option<DateTime<Utc>>,
     pub actor_subject: String,
     pub actor_email: String,

@@ -96,6 +96,7 @@ pub struct Measurement {
     /// The rule's action.
     #[schema(value_type = RuleAction)]
     pub action: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -138,7 +139,9 @@ pub struct Analysis {
     pub weight: i32,
     /// Why it ended (or paused), naming the rule.
     pub reason: Option<String>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub ended_at: Option<DateTime<Utc>>,
     /// The rollback service replica evaluating it.
     pub lease_holder: Option<String>,
@@ -237,6 +240,7 @@ impl AnalysisQuery {
 pub struct TimelineEntry {
     /// First bad sample, decision, traffic restored, notification sent, resolved…
     pub what: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -255,7 +259,9 @@ pub struct Incident {
     #[schema(value_type = Severity)]
     pub severity: String,
     pub summary: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub opened_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub resolved_at: Option<DateTime<Utc>>,
     /// What happened when, oldest first.
     pub timeline: Vec<TimelineEntry>,
@@ -369,7 +375,9 @@ pub struct RollbackRecord {
     #[schema(example = "error rate above 2%")]
     pub trigger: String,
     pub reason: String,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub decided_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::dto::rfc3339::option")]
     pub traffic_restored_at: Option<DateTime<Utc>>,
     /// The decision records that caused it (automatic rollbacks).
     pub measurement_ids: Vec<String>,

@@ -1,6 +1,8 @@
 //! Alertmanager's webhook: alerts about a deployment under analysis feed its alert rules.
 
-use axum::{Json, extract::State};
+use axum::extract::State;
+
+use crate::json::Json;
 use rp_proto::rollback::v1 as pb;
 
 use super::{AppState, PROBLEM};

@@ -1,11 +1,12 @@
 //! Apps.
 
 use axum::{
-    Json,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
+
+use crate::json::Json;
 use rp_proto::release::v1 as pb;
 
 use super::{ApiQuery, AppState, PROBLEM};

@@ -1,6 +1,8 @@
 //! The audit log and DORA metrics.
 
-use axum::{Json, extract::State};
+use axum::extract::State;
+
+use crate::json::Json;
 use rp_proto::release::v1 as pb;
 
 use super::{ApiQuery, AppState, PROBLEM};

@@ -1,6 +1,8 @@
 //! Login, token refresh, logout, the caller's own account, key rotation.
 
-use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
+use axum::{extract::State, http::StatusCode, response::IntoResponse};
+
+use crate::json::Json;
 use rp_proto::auth::v1 as pb;
 
 use super::{AppState, PROBLEM};

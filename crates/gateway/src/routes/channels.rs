@@ -2,10 +2,11 @@
 //! user; writes for admins (the notifier checks the role). Secrets go in and never come out.
 
 use axum::{
-    Json,
     extract::{Path, State},
     http::StatusCode,
 };
+
+use crate::json::Json;
 use rp_proto::notifier::v1 as pb;
 
 use super::{AppState, PROBLEM};

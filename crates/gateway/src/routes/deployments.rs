@@ -4,7 +4,6 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    Json,
     extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{
@@ -12,6 +11,8 @@ use axum::{
         sse::{Event, KeepAlive, Sse},
     },
 };
+
+use crate::json::Json;
 use futures::{Stream, StreamExt as _};
 use rp_proto::release::v1 as pb;
 

@@ -1,11 +1,12 @@
 //! Environments (the promotion pipeline), deployment targets and freeze windows.
 
 use axum::{
-    Json,
     extract::{Path, State},
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
 };
+
+use crate::json::Json;
 use rp_proto::release::v1 as pb;
 
 use super::{ApiQuery, AppState, PROBLEM, idempotency_key};

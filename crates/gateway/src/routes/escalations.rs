@@ -2,11 +2,12 @@
 //! with `rpctl ack`, or through the signed link in the message (`/api/v1/ack/{token}`, no sign-in).
 
 use axum::{
-    Json,
     extract::{Path, State},
     http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
+
+use crate::json::Json;
 use rp_proto::notifier::v1 as pb;
 
 use super::{ApiQuery, AppState, PROBLEM};

@@ -1,9 +1,8 @@
 //! Incidents opened by automatic rollbacks: their timeline, MTTR and evidence; resolving them.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-};
+use axum::extract::{Path, State};
+
+use crate::json::Json;
 use rp_proto::rollback::v1 as pb;
 
 use super::{ApiQuery, AppState, PROBLEM};

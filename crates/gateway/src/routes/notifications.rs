@@ -2,10 +2,11 @@
 //! attempt log, and dead letters with their replay.
 
 use axum::{
-    Json,
     extract::{Path, State},
     http::StatusCode,
 };
+
+use crate::json::Json;
 use rp_proto::notifier::v1 as pb;
 
 use super::{ApiQuery, AppState, PROBLEM};

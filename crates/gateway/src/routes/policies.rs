@@ -1,9 +1,8 @@
 //! Health policies: the rules the canary analysis of an app in an environment follows.
 
-use axum::{
-    Json,
-    extract::{Path, State},
-};
+use axum::extract::{Path, State};
+
+use crate::json::Json;
 use rp_proto::rollback::v1 as pb;
 
 use super::{AppState, PROBLEM};

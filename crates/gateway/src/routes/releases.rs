@@ -1,11 +1,12 @@
 //! Releases: versions computed from Conventional Commits (or given), changelogs, quality checks.
 
 use axum::{
-    Json,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
+
+use crate::json::Json;
 use rp_proto::release::v1 as pb;
 
 use super::{ApiQuery, AppState, PROBLEM, idempotency_key};

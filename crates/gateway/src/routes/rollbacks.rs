@@ -1,11 +1,12 @@
 //! Rollback records, and rollbacks people ask for.
 
 use axum::{
-    Json,
     extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
+
+use crate::json::Json;
 use rp_proto::release::v1 as release_pb;
 
 use super::{ApiQuery, AppState, PROBLEM};

@@ -1,11 +1,12 @@
 //! API tokens for CI.
 
 use axum::{
-    Json,
     extract::{Path, State},
     http::StatusCode,
     response::IntoResponse,
 };
+
+use crate::json::Json;
 use rp_proto::auth::v1 as pb;
 
 use super::{ApiQuery, AppState, PROBLEM};

@@ -126,6 +126,59 @@ async fn versions_are_computed_from_conventional_commits_and_never_repeat() {
         ["2.1.0-rc.2", "2.1.0-rc.1", "2.0.0"]
     );
     assert!(!listed.next_page_token.is_empty());
+    // Asked for by id, from the first page's token: the next releases, with the app's name.
+    let mut everything = release
+        .list_releases(authed(
+            &people.viewer,
+            pb::ListReleasesRequest { app: "shop".into(), page_size: 200, ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .releases;
+    assert!(everything.len() > 4, "{} releases", everything.len());
+    let app_id = release
+        .get_app(authed(&people.viewer, pb::GetAppRequest { app: "shop".into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let second = release
+        .list_releases(authed(
+            &people.viewer,
+            pb::ListReleasesRequest {
+                app: app_id.clone(),
+                page_size: 2,
+                page_token: listed.next_page_token.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let versions = |releases: &[pb::Release]| releases.iter().map(|r| r.version.clone()).collect::<Vec<_>>();
+    assert_eq!(versions(&second.releases), versions(&everything[3..5]));
+    assert!(
+        second.releases.iter().all(|r| r.app == "shop" && r.created_at.is_some() && !r.created_by.is_empty())
+    );
+    let last = everything.pop().unwrap();
+    let after_last = release
+        .list_releases(authed(
+            &people.viewer,
+            pb::ListReleasesRequest { app: app_id, page_size: 5, page_token: last.id, ..Default::default() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(after_last.releases.is_empty() && after_last.next_page_token.is_empty());
+    let unknown = release
+        .list_releases(authed(
+            &people.viewer,
+            pb::ListReleasesRequest { app: "no-such-app".into(), page_size: 5, ..Default::default() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
     // The list's default view leaves out commits and changelog but counts the commits.
     let newest = &listed.releases[0];
     assert_eq!((newest.commit_count, newest.commits.len(), newest.changelog.as_str()), (1, 0, ""));
