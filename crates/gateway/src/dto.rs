@@ -19,21 +19,67 @@ pub use releases::*;
 pub use rollback::*;
 
 /// Times as chrono's own `Serialize` writes them (RFC 3339, `Z`, fractional seconds only when
-/// there are some), formatted into a string first. chrono's `Serialize` goes through serde_json's
-/// `collect_str`, which runs the escaping writer once per character it writes: that was 11 % of
-/// the instructions of a page of 50 releases (docs/benchmarks.md, stop 16).
+/// there are some: 3, 6 or 9 digits), formatted into a buffer first. chrono's `Serialize` goes
+/// through serde_json's `collect_str`, which runs the escaping writer once per character it
+/// writes: that was 11 % of the instructions of a page of 50 releases (docs/benchmarks.md, stop 16).
 pub(crate) mod rfc3339 {
-    use chrono::{DateTime, SecondsFormat, Utc};
+    use chrono::{DateTime, Datelike as _, SecondsFormat, Timelike as _, Utc};
     use serde::Serializer;
 
     pub fn required<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        let mut buffer = [0u8; 32];
+        match write(time, &mut buffer) {
+            Some(len) => serializer.serialize_str(std::str::from_utf8(&buffer[..len]).unwrap_or_default()),
+            // Years outside 0–9999 and leap seconds: chrono's own formatting.
+            None => serializer.serialize_str(&time.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        }
     }
 
     pub fn option<S: Serializer>(time: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
         match time {
             Some(time) => required(time, serializer),
             None => serializer.serialize_none(),
+        }
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS[.fff|.ffffff|.fffffffff]Z`; its length, or `None` for a year outside
+    /// 0–9999 or a leap second.
+    fn write(time: &DateTime<Utc>, buffer: &mut [u8; 32]) -> Option<usize> {
+        let nanos = time.nanosecond();
+        let year = u32::try_from(time.year()).ok().filter(|year| *year <= 9999)?;
+        if nanos >= 1_000_000_000 {
+            return None;
+        }
+        buffer[..20].copy_from_slice(b"0000-00-00T00:00:00.");
+        for (at, width, value) in [
+            (0, 4, year),
+            (5, 2, time.month()),
+            (8, 2, time.day()),
+            (11, 2, time.hour()),
+            (14, 2, time.minute()),
+            (17, 2, time.second()),
+        ] {
+            digits(&mut buffer[at..at + width], value);
+        }
+        let (fraction, width) = match nanos {
+            0 => (0, 0),
+            n if n % 1_000_000 == 0 => (n / 1_000_000, 3),
+            n if n % 1_000 == 0 => (n / 1_000, 6),
+            n => (n, 9),
+        };
+        let mut len = 19;
+        if width > 0 {
+            digits(&mut buffer[20..20 + width], fraction);
+            len = 20 + width;
+        }
+        buffer[len] = b'Z';
+        Some(len + 1)
+    }
+
+    fn digits(out: &mut [u8], mut value: u32) {
+        for digit in out.iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
         }
     }
 }
@@ -389,7 +435,24 @@ mod tests {
             (1, 1),
             (-62_135_596_800, 999_999_999),
             (253_402_300_799, 500),
+            (951_782_400, 7_000),
+            (-1, 999_000_000),
+            (-62_167_219_200, 0),
+            (-62_167_219_201, 0),
         ] {
+            times.push(DateTime::from_timestamp(seconds, nanos).expect("in range"));
+        }
+        // And a spread over years 0–9999 with every kind of fraction (a fixed LCG: repeatable).
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let seconds = (state >> 11) as i64 % 315_537_897_600 - 62_167_219_200;
+            let nanos = match state % 4 {
+                0 => 0,
+                1 => (state >> 7) as u32 % 1000 * 1_000_000,
+                2 => (state >> 7) as u32 % 1_000_000 * 1000,
+                _ => (state >> 7) as u32 % 1_000_000_000,
+            };
             times.push(DateTime::from_timestamp(seconds, nanos).expect("in range"));
         }
         for at in times {

@@ -224,34 +224,13 @@ impl ReleaseCore {
         full: bool,
     ) -> Result<(Vec<releases::Model>, Option<Uuid>, String)> {
         let by_id = Uuid::parse_str(app).ok();
-        let app_filter = match by_id {
-            Some(id) => releases::Column::AppId.eq(id),
-            None => {
-                if rp_runtime::validate::slug("app", app).is_err() {
-                    return Err(E::NotFound(format!("app {app:?} not found")));
-                }
-                let named = Query::select()
-                    .column(apps::Column::Id)
-                    .from(apps::Entity)
-                    .and_where(apps::Column::Name.eq(app))
-                    .to_owned();
-                // `= (scalar subquery)`: PostgreSQL runs it once (an InitPlan) and walks the
-                // primary key backwards, where `IN (…)` was planned as a join.
-                Expr::col((releases::Entity, releases::Column::AppId))
-                    .eq(Expr::SubQuery(None, Box::new(named.into())))
-            }
-        };
-        let mut query = releases::Entity::find()
-            .filter(app_filter)
-            .order_by_desc(releases::Column::Id)
-            .limit(page_size + 1);
-        if let Some(before) = before {
-            query = query.filter(releases::Column::Id.lt(before));
+        if by_id.is_none() && rp_runtime::validate::slug("app", app).is_err() {
+            return Err(E::NotFound(format!("app {app:?} not found")));
         }
         let mut rows = match (&self.db.reads, full) {
-            (_, true) => query.all(&self.db.conn).await?,
             (Some(reads), false) => pg_summaries(reads, app, by_id, page_size + 1, before).await?,
-            (None, false) => summaries(query, &self.db.conn).await?,
+            (_, true) => page_query(app, by_id, page_size + 1, before).all(&self.db.conn).await?,
+            (None, false) => summaries(page_query(app, by_id, page_size + 1, before), &self.db.conn).await?,
         };
         let name = if rows.is_empty() || by_id.is_some() {
             self.find_app(&self.db.conn, app).await?.name
@@ -345,6 +324,34 @@ impl ReleaseCore {
     }
 }
 
+/// A page of an app's releases (named, or by id), newest first, before a release or from the top.
+fn page_query(
+    app: &str,
+    by_id: Option<Uuid>,
+    limit: u64,
+    before: Option<Uuid>,
+) -> sea_orm::Select<releases::Entity> {
+    let app_filter = match by_id {
+        Some(id) => releases::Column::AppId.eq(id),
+        None => {
+            let named = Query::select()
+                .column(apps::Column::Id)
+                .from(apps::Entity)
+                .and_where(apps::Column::Name.eq(app))
+                .to_owned();
+            // `= (scalar subquery)`: PostgreSQL runs it once (an InitPlan) and walks the
+            // primary key backwards, where `IN (…)` was planned as a join.
+            Expr::col((releases::Entity, releases::Column::AppId))
+                .eq(Expr::SubQuery(None, Box::new(named.into())))
+        }
+    };
+    let query = releases::Entity::find().filter(app_filter).order_by_desc(releases::Column::Id).limit(limit);
+    match before {
+        Some(before) => query.filter(releases::Column::Id.lt(before)),
+        None => query,
+    }
+}
+
 /// Releases without their commits and changelog, decoded by column position (the by-name
 /// decoding of whole models was 13.5 % of the process when lists were profiled).
 async fn summaries(
@@ -391,7 +398,7 @@ async fn pg_summaries(
     before: Option<Uuid>,
 ) -> std::result::Result<Vec<releases::Model>, sea_orm::DbErr> {
     use sea_orm::sqlx;
-    // `= (scalar subquery)`: an InitPlan, then the primary key walked backwards (see above).
+    // `= (scalar subquery)`: an InitPlan, then the primary key walked backwards (see `page_query`).
     let sql = match (by_id.is_some(), before.is_some()) {
         (false, false) => summaries_sql!("(SELECT id FROM apps WHERE name = $1)", ""),
         (false, true) => summaries_sql!("(SELECT id FROM apps WHERE name = $1)", " AND id < $3"),
