@@ -27,10 +27,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Ten distinct free ports, held open together while chosen.
+# Twelve distinct free ports, held open together while chosen.
 read -r -a ports <<<"$(python3 -c '
 import socket
-held = [socket.socket() for _ in range(10)]
+held = [socket.socket() for _ in range(12)]
 for s in held: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in held))')"
 http=${ports[8]}; gateway_admin=${ports[9]}
@@ -54,6 +54,7 @@ start_system() {
     RP_RELEASE__GRPC_ADDR="127.0.0.1:${ports[2]}" RP_RELEASE__ADMIN_ADDR="127.0.0.1:${ports[3]}" \
     RP_ROLLBACK__GRPC_ADDR="127.0.0.1:${ports[4]}" RP_ROLLBACK__ADMIN_ADDR="127.0.0.1:${ports[5]}" \
     RP_NOTIFIER__GRPC_ADDR="127.0.0.1:${ports[6]}" RP_NOTIFIER__ADMIN_ADDR="127.0.0.1:${ports[7]}" \
+    RP_ROUTER__PROXY_ADDR="127.0.0.1:${ports[10]}" RP_ROUTER__ADMIN_ADDR="127.0.0.1:${ports[11]}" \
     RP_AUTH__BOOTSTRAP_ADMIN__EMAIL=admin@example.com RP_AUTH__BOOTSTRAP_ADMIN__PASSWORD="$password" \
     RP_GATEWAY__RATE_LIMIT__PER_IP_PER_SECOND=1000000 RP_GATEWAY__RATE_LIMIT__PER_IP_BURST=1000000 \
     RP_GATEWAY__RATE_LIMIT__PER_TOKEN_PER_SECOND=1000000 RP_GATEWAY__RATE_LIMIT__PER_TOKEN_BURST=1000000 \

@@ -12,16 +12,18 @@ binary="${1:-target/debug/release-pilot}"
 tools="$(scripts/test-tools.sh)"
 
 work="$(mktemp -d)"
-# Ten distinct free ports, chosen while all are held open so none repeats.
+# Twelve distinct free ports, chosen while all are held open so none repeats.
 read -r -a ports <<<"$(python3 -c '
 import socket
-held = [socket.socket() for _ in range(10)]
+held = [socket.socket() for _ in range(12)]
 for s in held: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in held))')"
 declare -A grpc admin
 i=0
 for role in auth release rollback notifier; do grpc[$role]=${ports[$i]}; admin[$role]=${ports[$((i + 1))]}; i=$((i + 2)); done
 http=${ports[8]}; gateway_admin=${ports[9]}
+# The router role too: its defaults (8000, 9105) may be taken on this machine.
+router_proxy=${ports[10]}; router_admin=${ports[11]}
 password="check-live-admin-password"
 
 env -i PATH="$PATH" HOME="$work" \
@@ -31,6 +33,7 @@ env -i PATH="$PATH" HOME="$work" \
   RP_RELEASE__GRPC_ADDR="127.0.0.1:${grpc[release]}" RP_RELEASE__ADMIN_ADDR="127.0.0.1:${admin[release]}" \
   RP_ROLLBACK__GRPC_ADDR="127.0.0.1:${grpc[rollback]}" RP_ROLLBACK__ADMIN_ADDR="127.0.0.1:${admin[rollback]}" \
   RP_NOTIFIER__GRPC_ADDR="127.0.0.1:${grpc[notifier]}" RP_NOTIFIER__ADMIN_ADDR="127.0.0.1:${admin[notifier]}" \
+  RP_ROUTER__PROXY_ADDR="127.0.0.1:$router_proxy" RP_ROUTER__ADMIN_ADDR="127.0.0.1:$router_admin" \
   RP_AUTH__BOOTSTRAP_ADMIN__EMAIL=admin@example.com RP_AUTH__BOOTSTRAP_ADMIN__PASSWORD="$password" \
   RP_GATEWAY__RATE_LIMIT__PER_IP_PER_SECOND=100000 RP_GATEWAY__RATE_LIMIT__PER_IP_BURST=100000 \
   RP_GATEWAY__RATE_LIMIT__PER_TOKEN_PER_SECOND=100000 RP_GATEWAY__RATE_LIMIT__PER_TOKEN_BURST=100000 \
