@@ -114,7 +114,7 @@ pub async fn connect(config: &Config, service: &'static str) -> Result<Database,
     Ok(Database { conn, service, backend, reads })
 }
 
-/// Pooled connections idle at least this long are pinged before use.
+/// Pooled connections (of both pools) idle at least this long are pinged before use.
 const TEST_IDLE_CONNECTION_AFTER: Duration = Duration::from_secs(30);
 
 /// How long an SQLite writer waits for the write lock.

@@ -12,6 +12,8 @@
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+
+use crate::TEST_IDLE_CONNECTION_AFTER;
 use sea_orm::{
     ConnAcquireErr, DbErr, RuntimeErr,
     sqlx::{
@@ -20,9 +22,6 @@ use sea_orm::{
         query::Query,
     },
 };
-
-/// Connections idle at least this long are pinged before use (as the main pool does).
-const TEST_IDLE_CONNECTION_AFTER: Duration = Duration::from_secs(30);
 
 /// A pool of PostgreSQL connections for read-only statements that must be cheap.
 #[derive(Clone)]

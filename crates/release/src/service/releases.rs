@@ -227,10 +227,12 @@ impl ReleaseCore {
         if by_id.is_none() && rp_runtime::validate::slug("app", app).is_err() {
             return Err(E::NotFound(format!("app {app:?} not found")));
         }
+        // One more than a page: whether there is a next page.
+        let limit = page_size + 1;
         let mut rows = match (&self.db.reads, full) {
-            (Some(reads), false) => pg_summaries(reads, app, by_id, page_size + 1, before).await?,
-            (_, true) => page_query(app, by_id, page_size + 1, before).all(&self.db.conn).await?,
-            (None, false) => summaries(page_query(app, by_id, page_size + 1, before), &self.db.conn).await?,
+            (Some(reads), false) => pg_summaries(reads, app, by_id, limit, before).await?,
+            (_, true) => page_query(app, by_id, limit, before).all(&self.db.conn).await?,
+            (None, false) => summaries(page_query(app, by_id, limit, before), &self.db.conn).await?,
         };
         let name = if rows.is_empty() || by_id.is_some() {
             self.find_app(&self.db.conn, app).await?.name
