@@ -130,7 +130,8 @@ async fn fifty_concurrent_deploys_leave_at_most_one_active_deployment() {
     assert_eq!(active.len(), 1, "one active deployment per app and environment");
     assert!(
         listed.deployments.iter().filter(|d| d.id != active[0].id).all(|d| d.state == "superseded"),
-        "the others were superseded"
+        "the others were superseded: {:?}",
+        listed.deployments.iter().map(|d| (d.state.as_str(), d.failure_reason.as_str())).collect::<Vec<_>>()
     );
     let verified = release
         .clone()
